@@ -1,0 +1,349 @@
+"""Export a checkpoint's four graphs to ONNX in Triton's layout, verify them against torch, then publish.
+
+    ldm3d export --model demo/tiny --repository demo/repository
+    ldm3d export --model Intel/ldm3d --repository model_repository --version 3 --fp16
+
+Each model is written into a hidden staging folder (``<model>/.staging-<N>``, which Triton ignores), checked against
+torch on random inputs of a *different* shape than the traced one (so the dynamic axes are exercised), and renamed to
+``<model>/<N>`` only if its error is within tolerance: a half-written or inaccurate version is never visible.
+The graphs are exactly the torch runtime's (:class:`ldm3d.runtime.torch_runtime.TorchRuntime`).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..runtime.base import DIFFUSION_MODELS, MODEL_IO
+from .config import check_config_matches_graph, config_for_graph, config_from_dict, onnx_io, write_config
+from .layout import CONFIG, MODEL_FILE, ModelRepository
+from .manifest import write_manifest
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+EXTERNAL_DATA = "model.onnx.data"
+PROTOBUF_LIMIT = 2 * 1024**3  # protobuf cannot hold a graph ≥ 2 GiB: weights go to external data
+TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2}  # max |onnx − torch| / max(1, max |torch|)
+
+# Symbolic axes per tensor (ONNX dim_param names). Batch is dynamic everywhere; spatial axes for U-Net and VAE.
+DYNAMIC_AXES = {
+    "text_encoder": {"input_ids": {0: "batch", 1: "sequence"}, "last_hidden_state": {0: "batch", 1: "sequence"}},
+    "unet": {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
+             "encoder_hidden_states": {0: "batch", 1: "sequence"}, "out_sample": {0: "batch", 2: "height", 3: "width"}},
+    "vae_decoder": {"latent_sample": {0: "batch", 2: "height", 3: "width"},
+                    "sample": {0: "batch", 2: "image_height", 3: "image_width"}},
+    "vae_encoder": {"sample": {0: "batch", 2: "image_height", 3: "image_width"},
+                    "latent_parameters": {0: "batch", 2: "height", 3: "width"}},
+}
+
+# checkpoint files stored with each version, so that a repository alone rebuilds the PipelineSpec
+ASSETS = {
+    "text_encoder": {"tokenizer": "tokenizer", "text_encoder/config.json": "text_encoder_config.json"},
+    "unet": {"unet/config.json": "unet_config.json", "scheduler/scheduler_config.json": "scheduler_config.json",
+             "model_index.json": "model_index.json"},
+    "vae_decoder": {"vae/config.json": "vae_config.json"},
+    "vae_encoder": {"vae/config.json": "vae_config.json"},
+}
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    model: str
+    version: int
+    path: Path
+    max_error: float
+    seconds: float
+
+
+def _graphs(modules: dict, fp16: bool):
+    """torch.nn.Modules computing exactly the runtime's four graphs (float32 in, float32 out)."""
+    import torch
+
+    dtype = torch.float16 if fp16 else torch.float32
+
+    class TextEncoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids):
+            return self.m(input_ids, return_dict=False)[0].float()
+
+    class UNet(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, sample, timestep, encoder_hidden_states):
+            return self.m(sample.to(dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(dtype),
+                          return_dict=False)[0].float()
+
+    class VaeDecoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, latent_sample):
+            return self.m.decode(latent_sample.to(dtype), return_dict=False)[0].float()
+
+    class VaeEncoder(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, sample):
+            return self.m.encode(sample.to(dtype)).latent_dist.parameters.float()
+
+    return {
+        "text_encoder": lambda: TextEncoder(modules["text_encoder"]),
+        "unet": lambda: UNet(modules["unet"]),
+        "vae_decoder": lambda: VaeDecoder(modules["vae"]),
+        "vae_encoder": lambda: VaeEncoder(modules["vae"]),
+    }
+
+
+def _sample_inputs(model: str, modules: dict, batch: int, shape: tuple[int, int], seed: int) -> dict[str, np.ndarray]:
+    """Random inputs of the right kind; ``shape`` is the latent (h, w)."""
+    rng = np.random.default_rng(seed)
+    if model == "text_encoder":
+        cfg = modules["text_encoder"].config
+        return {"input_ids": rng.integers(0, cfg.vocab_size, (batch, cfg.max_position_embeddings), dtype=np.int64)}
+    h, w = shape
+    latent = int(modules["unet"].config.in_channels) if "unet" in modules else int(modules["vae"].config.latent_channels)
+    if model == "unet":
+        cfg = modules["unet"].config
+        return {"sample": rng.standard_normal((batch, latent, h, w), dtype=np.float32),
+                "timestep": rng.uniform(0, 999, (batch,)).astype(np.float32),
+                "encoder_hidden_states": rng.standard_normal((batch, 77, int(cfg.cross_attention_dim)), dtype=np.float32)}
+    vae = modules["vae"].config
+    factor = 2 ** (len(vae.block_out_channels) - 1)
+    if model == "vae_decoder":
+        return {"latent_sample": rng.standard_normal((batch, int(vae.latent_channels), h, w), dtype=np.float32)}
+    return {"sample": rng.uniform(-1, 1, (batch, int(vae.in_channels), h * factor, w * factor)).astype(np.float32)}
+
+
+def _latent_multiple(model: str, modules: dict) -> int:
+    if model == "unet":
+        return 2 ** (len(modules["unet"].config.block_out_channels) - 1)
+    return 1
+
+
+def _export_onnx(graph, inputs: dict[str, np.ndarray], model: str, out: Path, opset: int) -> None:
+    import onnx
+    import torch
+
+    raw_dir = out.parent / f".raw-{model}"
+    shutil.rmtree(raw_dir, ignore_errors=True)
+    raw_dir.mkdir(parents=True)
+    names_out = list(MODEL_IO[model]["outputs"])
+    with torch.inference_mode():
+        torch.onnx.export(graph, tuple(torch.from_numpy(v) for v in inputs.values()), str(raw_dir / MODEL_FILE),
+                          input_names=list(inputs), output_names=names_out, dynamic_axes=DYNAMIC_AXES[model],
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+    size = sum(p.stat().st_size for p in raw_dir.iterdir())
+    if size < PROTOBUF_LIMIT and len(list(raw_dir.iterdir())) == 1:
+        (raw_dir / MODEL_FILE).replace(out)
+    else:  # the exporter scatters one file per tensor: gather them into one external data file
+        m = onnx.load(str(raw_dir / MODEL_FILE), load_external_data=True)
+        onnx.save_model(m, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=EXTERNAL_DATA, size_threshold=1024)
+        del m
+    shutil.rmtree(raw_dir, ignore_errors=True)
+
+
+def _max_error(ref: np.ndarray, got: np.ndarray) -> float:
+    if ref.shape != got.shape:
+        return float("inf")
+    return float(np.max(np.abs(ref.astype(np.float64) - got)) / max(1.0, float(np.max(np.abs(ref)))))
+
+
+def export_models(
+    modules: dict,
+    repository: str | Path,
+    version: int | None = None,
+    models=DIFFUSION_MODELS,
+    fp16: bool = False,
+    opset: int = OPSET,
+    tolerance: float | None = None,
+    checkpoint: str | Path | None = None,
+    checkpoint_hash: str = "",
+) -> list[ExportResult]:
+    """Export in-memory fp32 modules (``text_encoder``, ``unet``, ``vae``) into ``repository`` as ``version``.
+
+    ``checkpoint`` (a diffusers folder) adds the config/tokenizer assets that :func:`spec_from_repository` reads.
+    Raises ``InvalidArgument`` when the version exists, ``FailedPrecondition`` when a graph misses ``tolerance``.
+    """
+    import onnxruntime as ort
+    import torch
+
+    root = Path(repository)
+    root.mkdir(parents=True, exist_ok=True)
+    repo = ModelRepository(root)
+    precision = "fp16" if fp16 else "fp32"
+    tolerance = TOLERANCE[precision] if tolerance is None else float(tolerance)
+    unknown = [m for m in models if m not in DIFFUSION_MODELS]
+    if unknown:
+        raise InvalidArgument(f"models={unknown} is invalid: use some of {', '.join(DIFFUSION_MODELS)}", field="models")
+    version = repo.next_version() if version is None else int(version)
+    if version < 1:
+        raise InvalidArgument(f"version={version} is invalid: versions are positive integers", field="version")
+    for model in models:
+        if (root / model / str(version)).exists():
+            raise InvalidArgument(f"version={version} is invalid: {root / model / str(version)} exists already (pick "
+                                  f"another --version, or `ldm3d models remove` it first)", field="version")
+    graphs = _graphs({k: (v.half() if fp16 else v) for k, v in modules.items()} if fp16 else modules, fp16)
+    results = []
+    for model in models:
+        t0 = time.perf_counter()
+        model_dir = root / model
+        model_dir.mkdir(exist_ok=True)
+        staging = model_dir / f".staging-{version}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            graph = graphs[model]().eval()
+            mult = _latent_multiple(model, modules)
+            trace_in = _sample_inputs(model, modules, 2, (2 * mult, 2 * mult), seed=0)
+            _export_onnx(graph, trace_in, model, staging / MODEL_FILE, opset)
+            # parity at another batch size and a non-square size than traced
+            check_in = _sample_inputs(model, modules, 1, (4 * mult, 3 * mult), seed=1)
+            with torch.inference_mode():
+                ref = graph(*(torch.from_numpy(v) for v in check_in.values())).numpy()
+            opts = ort.SessionOptions()
+            sess = ort.InferenceSession(str(staging / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
+            got = sess.run(None, check_in)[0]
+            del sess
+            err = _max_error(ref, got)
+            if not err <= tolerance:
+                raise FailedPrecondition(
+                    f"model {model!r} version {version}: the ONNX graph differs from torch by {err:.3g} (relative max "
+                    f"abs error), above the tolerance {tolerance:g}; nothing was published")
+            inputs, outputs = onnx_io(staging / MODEL_FILE)
+            _write_model_config(repo, model, version, inputs, outputs)
+            if checkpoint is not None:
+                _copy_assets(Path(checkpoint), model, staging)
+            write_manifest(staging, {
+                "model": model,
+                "version": version,
+                "format": "onnx",
+                "source": {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules",
+                           "sha256": checkpoint_hash},
+                "export": {"opset": opset, "precision": precision, "exporter": "torch.onnx (TorchScript, dynamo=False)",
+                           "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES[model].items()},
+                           "external_data": (staging / EXTERNAL_DATA).is_file(),
+                           "torch": torch.__version__, "onnxruntime": ort.__version__},
+                "parity": {"max_error": err, "tolerance": tolerance, "metric": "max|onnx-torch| / max(1, max|torch|)",
+                           "inputs": {k: list(v.shape) for k, v in check_in.items()}},
+                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            })
+            staging.rename(model_dir / str(version))
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        results.append(ExportResult(model, version, model_dir / str(version), err, time.perf_counter() - t0))
+        log.info("exported %s version %d (error %.2g) in %.1f s", model, version, err, results[-1].seconds)
+    return results
+
+
+def _write_model_config(repo: ModelRepository, model: str, version: int, inputs, outputs) -> None:
+    """Write config.pbtxt for the graph; refuse when other versions were exported for a different graph."""
+    path = repo.root / model / CONFIG
+    existing = None
+    if path.is_file():
+        from . import pbtxt
+
+        existing = pbtxt.loads(path.read_text(), source=str(path))
+    new = config_for_graph(model, inputs, outputs, existing)
+    others = [int(p.name) for p in path.parent.iterdir() if p.is_dir() and p.name.isdigit()] if path.parent.is_dir() else []
+    if existing is not None and others:
+        old_cfg = config_from_dict(existing, path)
+        new_cfg = config_from_dict(new, path)
+        if (old_cfg.inputs, old_cfg.outputs, old_cfg.max_batch_size) != (new_cfg.inputs, new_cfg.outputs,
+                                                                          new_cfg.max_batch_size):
+            raise FailedPrecondition(
+                f"model {model!r} version {version}: its graph's tensors differ from {path}, which versions "
+                f"{others} were exported for (a different checkpoint architecture?); export into another repository")
+    write_config(path, new)
+    check_config_matches_graph(config_from_dict(new, path), repo.root / model / f".staging-{version}" / MODEL_FILE,
+                               version)
+
+
+def _copy_assets(checkpoint: Path, model: str, dest: Path) -> None:
+    for src, name in ASSETS[model].items():
+        s = checkpoint / src
+        if s.is_dir():
+            shutil.copytree(s, dest / name)
+        elif s.is_file():
+            shutil.copy2(s, dest / name)
+        else:
+            raise NotFound(f"model={str(checkpoint)!r}: {src} is missing, so {model} cannot carry it", field="model")
+
+
+def export_checkpoint(checkpoint: str | Path, repository: str | Path, version: int | None = None,
+                      models=DIFFUSION_MODELS, fp16: bool = False, opset: int = OPSET,
+                      tolerance: float | None = None) -> list[ExportResult]:
+    """Load a diffusers LDM3D folder (fp32) and :func:`export_models` it with its assets."""
+    from ..pipeline.spec import PipelineSpec, checkpoint_hash
+    from ..runtime.torch_runtime import load_modules, resolve_checkpoint
+
+    folder = resolve_checkpoint(checkpoint)
+    PipelineSpec.from_checkpoint(folder, hash_weights=False)  # a clear error for a folder that is not LDM3D
+    modules = load_modules(folder)
+    return export_models(modules, repository, version, models, fp16, opset, tolerance, checkpoint=folder,
+                         checkpoint_hash=checkpoint_hash(folder))
+
+
+def spec_from_repository(repository: str | Path, version: int | None = None):
+    """Rebuild the :class:`~ldm3d.pipeline.spec.PipelineSpec` from the assets stored with the versions.
+
+    ``version=None`` takes each model's current version; a number takes that version of all four models.
+    ``spec.versions`` maps each model to the version the runtime must be asked for.
+    """
+    from ..pipeline.spec import PipelineSpec
+
+    repo = ModelRepository(repository)
+    versions = {m: repo.resolve(m, version) for m in DIFFUSION_MODELS if m in repo.models()}
+    for needed in ("text_encoder", "unet", "vae_decoder"):
+        if needed not in versions:
+            raise NotFound(f"repository={str(repository)!r} has no {needed!r} model (export a checkpoint into it "
+                           "with `ldm3d export`)", field="repository")
+
+    def asset(model: str, name: str) -> Path:
+        p = repo.version_dir(model, versions[model]) / name
+        if not p.exists():
+            raise FailedPrecondition(f"model {model!r} version {versions[model]}: {p} is missing (the version was "
+                                     "exported without its checkpoint's config files; re-export it with --model)")
+        return p
+
+    def read(model, name):
+        return json.loads(asset(model, name).read_text())
+
+    unet, vae, text = read("unet", "unet_config.json"), read("vae_decoder", "vae_config.json"), read(
+        "text_encoder", "text_encoder_config.json")
+    tok_dir = asset("text_encoder", "tokenizer")
+    tok_cfg = json.loads((tok_dir / "tokenizer_config.json").read_text()) if (
+        tok_dir / "tokenizer_config.json").is_file() else {}
+    manifest = repo.manifest("unet", versions["unet"])
+    return PipelineSpec(
+        source=str(Path(repository)),
+        tokenizer_dir=tok_dir,
+        scheduler_config=read("unet", "scheduler_config.json"),
+        vae_scaling_factor=float(vae.get("scaling_factor", 0.18215)),
+        vae_scale_factor=2 ** (len(vae["block_out_channels"]) - 1),
+        latent_channels=int(unet["in_channels"]),
+        rgbd_channels=int(vae["out_channels"]),
+        sample_size=int(unet["sample_size"]),
+        max_text_length=min(int(tok_cfg.get("model_max_length", 77)), int(text.get("max_position_embeddings", 77))),
+        text_hidden_size=int(text["hidden_size"]),
+        checkpoint_hash=manifest.get("source", {}).get("sha256", ""),
+        versions=versions,
+    )
