@@ -38,7 +38,7 @@ class TextEncoding:
         """``int64 [B, max_len]`` ids padded/truncated like diffusers, and each prompt's untruncated token count."""
         n = self.spec.max_text_length
         ids = self.tokenizer(prompts, padding="max_length", max_length=n, truncation=True, return_tensors="np").input_ids
-        counts = [len(x) for x in self.tokenizer(prompts, padding=False, truncation=False).input_ids]
+        counts = [len(x) for x in self.tokenizer(prompts, padding=False, truncation=False, verbose=False).input_ids]
         return ids.astype(np.int64), counts
 
     def encode(self, prompts: list[str]) -> EncodedText:

@@ -37,6 +37,14 @@ def load_modules(folder: Path, names=("text_encoder", "unet", "vae")) -> dict:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextModel
 
+    try:  # the per-file "Loading weights" bars are noise next to our own progress bar
+        import diffusers.utils.logging as dlog
+        import transformers.utils.logging as tlog
+
+        dlog.disable_progress_bar()
+        tlog.disable_progress_bar()
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
     loaders = {
         "text_encoder": lambda: CLIPTextModel.from_pretrained(folder / "text_encoder", dtype=torch.float32),
         "unet": lambda: UNet2DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32),
