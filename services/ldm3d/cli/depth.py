@@ -1,0 +1,188 @@
+"""Depth commands: estimate depth for images, score a depth map against a metric reference, write tiny models.
+
+    ldm3d make-tiny-depth-model demo/tiny-dpt --kind dpt
+    ldm3d depth --model Intel/dpt-large out/*.png --out depth/           # <stem>_depth.png, 16-bit, larger = nearer
+    ldm3d depth --model Intel/zoedepth-nyu out/*.png --out reference/    # <stem>_depth.npy, float32 metres
+    ldm3d depth-metrics --pred out/cabin_depth.png --reference reference/cabin_depth.npy --json
+
+The protocol is the LDM3D paper's §4.3 (docs/evaluation.md): least-squares scale and shift in disparity space on a
+seeded random sample of valid pixels, then AbsRel and RMSE in metres.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..codec import read_depth, read_rgb, write_bytes_atomic, write_png
+from ..errors import InvalidArgument, NotFound, invalid
+from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED, depth_metrics
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "depth",
+        help="estimate depth for images (DPT: LDM3D's 16-bit relative depth; ZoeDepth: metric reference in metres)",
+        description="DPT checkpoints write <stem>_depth.png (16-bit, 384×384 inference resized back bicubically, "
+        "normalised per image to 0..65535, larger = nearer: the LDM3D training convention). ZoeDepth checkpoints "
+        "write <stem>_depth.npy (float32 metres, the reference of `ldm3d depth-metrics`).",
+    )
+    p.add_argument("--model", required=True, help="DPT or ZoeDepth folder in the hub layout, or a hub id (Intel/dpt-large)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="RGB images (any format Pillow reads)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (created)")
+    p.add_argument(
+        "--no-flip-aug", dest="flip_aug", action="store_false",
+        help="ZoeDepth only: skip averaging with the mirrored image's prediction (half the compute)",
+    )  # fmt: skip
+    p.set_defaults(func=_depth)
+
+    m = subparsers.add_parser(
+        "depth-metrics",
+        help="AbsRel and RMSE of a disparity-like 16-bit depth PNG against a metric reference (paper §4.3)",
+        description="Aligns PRED (16-bit PNG, larger = nearer) to the reference's disparity (1/depth) with a "
+        "least-squares scale and shift fitted on a seeded random sample of pixels valid in both maps, converts "
+        "back to depth and reports AbsRel and RMSE [reference unit, metres] over all valid pixels.",
+    )
+    m.add_argument("--pred", required=True, type=Path, help="predicted depth: 16-bit grayscale PNG, disparity-like")
+    m.add_argument(
+        "--reference", required=True, type=Path,
+        help="reference depth: .npy in metres (NaN, 0 or negative = invalid) or a 16-bit PNG (0 = invalid) "
+        "with --reference-scale",
+    )  # fmt: skip
+    m.add_argument(
+        "--reference-scale", type=float, default=None, metavar="M_PER_UNIT",
+        help="metres per stored unit: required for a PNG reference (e.g. 0.001 for millimetres); default 1 for .npy",
+    )  # fmt: skip
+    m.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help=f"pixels for the fit (default {DEFAULT_SAMPLES})")
+    m.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the pixel sample (default {DEFAULT_SEED})")
+    m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    m.set_defaults(func=_depth_metrics)
+
+    t = subparsers.add_parser(
+        "make-tiny-depth-model",
+        help="write a tiny random-weight DPT or ZoeDepth checkpoint (hub layout) for tests and demos",
+    )
+    t.add_argument("directory", type=Path)
+    t.add_argument("--kind", choices=("dpt", "zoedepth"), default="dpt")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_make_tiny)
+
+
+# --------------------------------------------------------------------------------------------- ldm3d depth
+def _depth(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ..evaluation import depth_models
+
+    images = [Path(i) for i in args.images]
+    missing = [str(i) for i in images if not i.is_file()]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise NotFound(f"images: no such file {missing[0]!r}{more}", field="images")
+    stems: dict[str, Path] = {}
+    for image in images:
+        if image.stem in stems:
+            raise InvalidArgument(
+                f"images {str(stems[image.stem])!r} and {str(image)!r} would both write {image.stem}_depth.*: "
+                "rename one or run them into different --out folders",
+                field="images",
+            )
+        stems[image.stem] = image
+
+    _quiet_transformers()
+    model = depth_models.load_depth_model(args.model)
+    suffix = ".png" if model.kind == "dpt" else ".npy"
+    for image in tqdm(images, desc=f"depth ({model.kind})", unit="image", file=sys.stderr):
+        rgb = read_rgb(image, field="images")
+        target = args.out / f"{image.stem}_depth{suffix}"
+        if model.kind == "dpt":
+            write_png(target, depth_models.estimate_relative_depth(model, rgb))
+        else:
+            metres = depth_models.estimate_metric_depth(model, rgb, flip_aug=args.flip_aug)
+            write_bytes_atomic(target, _npy_bytes(metres))
+    what = "16-bit relative depth PNG" if model.kind == "dpt" else "float32 metric depth .npy, metres"
+    print(f"wrote {len(images)} depth map(s) ({what}) to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- ldm3d depth-metrics
+def _depth_metrics(args: argparse.Namespace) -> int:
+    pred = read_depth(args.pred, field="pred")
+    reference, scale = read_reference(args.reference, args.reference_scale)
+    result = depth_metrics(pred, reference, samples=args.samples, seed=args.seed)
+    report = {"pred": str(args.pred), "reference": str(args.reference), "reference_scale": scale, **result.to_dict()}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    print(f"{'AbsRel':<18}{result.abs_rel:.4f}")
+    print(f"{'RMSE [m]':<18}{result.rmse:.4f}")
+    print(f"{'scale, shift':<18}{result.scale:.6g}, {result.shift:.6g}  (reference disparity ≈ scale·pred + shift)")
+    print(f"{'valid pixels':<18}{result.valid_pixels} ({result.sampled_pixels} sampled, seed {result.seed})")
+    if result.scale < 0:
+        print(f"{'note':<18}negative scale: pred orders depth like distance (larger = farther), not like disparity")
+    if result.nonpositive_pixels:
+        print(f"{'excluded':<18}{result.nonpositive_pixels} pixels with aligned disparity <= 0")
+    return 0
+
+
+def read_reference(path: Path, scale: float | None) -> tuple[np.ndarray, float]:
+    """A reference depth map in metres (float64 [H, W]) and the scale applied, from ``.npy`` or a 16-bit PNG."""
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise invalid("--reference-scale", scale, "a positive number of metres per stored unit, e.g. 0.001")
+    if not path.is_file():
+        raise NotFound(f"--reference: no such file {str(path)!r}", field="reference")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError) as exc:
+            raise InvalidArgument(f"--reference {str(path)!r} is not a readable .npy array ({exc})", field="reference") from None
+        if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise InvalidArgument(
+                f"--reference {str(path)!r} holds {arr.dtype} {arr.shape}: expected a 2-D numeric [H, W] depth map",
+                field="reference",
+            )
+        scale = 1.0 if scale is None else scale
+        return arr.astype(np.float64) * scale, scale
+    if suffix == ".png":
+        if scale is None:
+            raise InvalidArgument(
+                "--reference is a PNG: give --reference-scale (metres per stored unit, e.g. 0.001 for millimetres); "
+                "a relative depth PNG cannot be a metric reference",
+                field="reference_scale",
+            )
+        return read_depth(path, field="reference").astype(np.float64) * scale, scale
+    raise InvalidArgument(
+        f"--reference {str(path)!r}: unknown format {suffix or '(none)'}: use .npy (metres) or a 16-bit .png",
+        field="reference",
+    )
+
+
+# --------------------------------------------------------------------------------------------- tiny models
+def _make_tiny(args: argparse.Namespace) -> int:
+    from ..evaluation import depth_models
+
+    _quiet_transformers()
+    make = depth_models.make_tiny_dpt if args.kind == "dpt" else depth_models.make_tiny_zoedepth
+    print(f"wrote a tiny random-weight {args.kind} checkpoint to {make(args.directory, seed=args.seed)}")
+    return 0
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _quiet_transformers() -> None:
+    # transformers' own load/save progress bars would interleave with ours on stderr
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
