@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -142,6 +143,12 @@ def test_loading_errors(tmp_path, tiny, models, rgb):
     with pytest.raises(InvalidArgument, match="is a zoedepth checkpoint; this needs a dpt one") as exc:
         dm.load_depth_model(str(tiny["zoedepth"]), kind="dpt")
     assert exc.value.field == "model"
+    for missing, message in (("model.safetensors", "cannot load the weights"), ("preprocessor_config.json", "no preprocessor")):
+        broken = tmp_path / f"without-{missing}"
+        shutil.copytree(tiny["dpt"], broken)
+        (broken / missing).unlink()
+        with pytest.raises(NotFound, match=message):
+            dm.load_depth_model(str(broken))
     with pytest.raises(InvalidArgument, match="relative depth needs DPT"):
         dm.estimate_relative_depth(models["zoedepth"], rgb)
     with pytest.raises(InvalidArgument, match="uint8"):
