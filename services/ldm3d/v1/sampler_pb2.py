@@ -22,22 +22,23 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from ldm3d.v1 import common_pb2 as ldm3d_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ldm3d/v1/sampler.proto\x12\x08ldm3d.v1\x1a\x15ldm3d/v1/common.proto\"\xb4\x03\n\rSampleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x04\x63ond\x18\x02 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12 \n\x06uncond\x18\x03 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x13\n\x06height\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x04\x88\x01\x01\x12\x11\n\tscheduler\x18\t \x01(\t\x12\x17\n\nnum_images\x18\n \x01(\x05H\x05\x88\x01\x01\x12&\n\x0cinit_latents\x18\x0b \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x15\n\x08strength\x18\x0c \x01(\x01H\x06\x88\x01\x01\x12\r\n\x05model\x18\r \x01(\t\x12\x0f\n\x07version\x18\x0e \x01(\tB\t\n\x07_heightB\x08\n\x06_widthB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\r\n\x0b_num_imagesB\x0b\n\t_strength\"x\n\x0cSampleResult\x12!\n\x07latents\x18\x01 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x11\n\tscheduler\x18\x04 \x01(\t\x12\r\n\x05steps\x18\x05 \x01(\x05\"\x7f\n\x0eSampleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x08progress\x18\x02 \x01(\x0b\x32\x12.ldm3d.v1.ProgressH\x00\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.ldm3d.v1.SampleResultH\x00\x42\x07\n\x05\x65vent2Q\n\x10\x44iffusionSampler\x12=\n\x06Sample\x12\x17.ldm3d.v1.SampleRequest\x1a\x18.ldm3d.v1.SampleResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16ldm3d/v1/sampler.proto\x12\x08ldm3d.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x15ldm3d/v1/common.proto\"\xb4\x03\n\rSampleRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x04\x63ond\x18\x02 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12 \n\x06uncond\x18\x03 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x13\n\x06height\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x04\x88\x01\x01\x12\x11\n\tscheduler\x18\t \x01(\t\x12\x17\n\nnum_images\x18\n \x01(\x05H\x05\x88\x01\x01\x12&\n\x0cinit_latents\x18\x0b \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x15\n\x08strength\x18\x0c \x01(\x01H\x06\x88\x01\x01\x12\r\n\x05model\x18\r \x01(\t\x12\x0f\n\x07version\x18\x0e \x01(\tB\t\n\x07_heightB\x08\n\x06_widthB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\r\n\x0b_num_imagesB\x0b\n\t_strength\"\xd0\x01\n\x0cSampleResult\x12!\n\x07latents\x18\x01 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x0c\n\x04seed\x18\x02 \x01(\x04\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x11\n\tscheduler\x18\x04 \x01(\t\x12\r\n\x05steps\x18\x05 \x01(\x05\x12)\n\x06queued\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12+\n\x08sampling\x18\x07 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x7f\n\x0eSampleResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x08progress\x18\x02 \x01(\x0b\x32\x12.ldm3d.v1.ProgressH\x00\x12(\n\x06result\x18\x03 \x01(\x0b\x32\x16.ldm3d.v1.SampleResultH\x00\x42\x07\n\x05\x65vent2Q\n\x10\x44iffusionSampler\x12=\n\x06Sample\x12\x17.ldm3d.v1.SampleRequest\x1a\x18.ldm3d.v1.SampleResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ldm3d.v1.sampler_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SAMPLEREQUEST']._serialized_start=60
-  _globals['_SAMPLEREQUEST']._serialized_end=496
-  _globals['_SAMPLERESULT']._serialized_start=498
-  _globals['_SAMPLERESULT']._serialized_end=618
-  _globals['_SAMPLERESPONSE']._serialized_start=620
-  _globals['_SAMPLERESPONSE']._serialized_end=747
-  _globals['_DIFFUSIONSAMPLER']._serialized_start=749
-  _globals['_DIFFUSIONSAMPLER']._serialized_end=830
+  _globals['_SAMPLEREQUEST']._serialized_start=92
+  _globals['_SAMPLEREQUEST']._serialized_end=528
+  _globals['_SAMPLERESULT']._serialized_start=531
+  _globals['_SAMPLERESULT']._serialized_end=739
+  _globals['_SAMPLERESPONSE']._serialized_start=741
+  _globals['_SAMPLERESPONSE']._serialized_end=868
+  _globals['_DIFFUSIONSAMPLER']._serialized_start=870
+  _globals['_DIFFUSIONSAMPLER']._serialized_end=951
 # @@protoc_insertion_point(module_scope)

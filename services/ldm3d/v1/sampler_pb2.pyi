@@ -1,3 +1,6 @@
+import datetime
+
+from google.protobuf import duration_pb2 as _duration_pb2
 from ldm3d.v1 import common_pb2 as _common_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -39,18 +42,22 @@ class SampleRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., cond: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., uncond: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., seed: _Optional[int] = ..., scheduler: _Optional[str] = ..., num_images: _Optional[int] = ..., init_latents: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., strength: _Optional[float] = ..., model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class SampleResult(_message.Message):
-    __slots__ = ("latents", "seed", "model_version", "scheduler", "steps")
+    __slots__ = ("latents", "seed", "model_version", "scheduler", "steps", "queued", "sampling")
     LATENTS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
     latents: _common_pb2.Tensor
     seed: int
     model_version: str
     scheduler: str
     steps: int
-    def __init__(self, latents: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., model_version: _Optional[str] = ..., scheduler: _Optional[str] = ..., steps: _Optional[int] = ...) -> None: ...
+    queued: _duration_pb2.Duration
+    sampling: _duration_pb2.Duration
+    def __init__(self, latents: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., seed: _Optional[int] = ..., model_version: _Optional[str] = ..., scheduler: _Optional[str] = ..., steps: _Optional[int] = ..., queued: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., sampling: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class SampleResponse(_message.Message):
     __slots__ = ("request_id", "progress", "result")

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ldm3d.v1 import common_pb2 as ldm3d_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bldm3d/v1/text_encoder.proto\x12\x08ldm3d.v1\x1a\x15ldm3d/v1/common.proto\"X\n\x11\x45ncodeTextRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\xa5\x01\n\x12\x45ncodeTextResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\nembeddings\x18\x02 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\x05\x12\x18\n\x10truncated_tokens\x18\x04 \x03(\x05\x12\x0e\n\x06\x63\x61\x63hed\x18\x05 \x03(\x08\x12\x15\n\rmodel_version\x18\x06 \x01(\t2R\n\x0bTextEncoder\x12\x43\n\x06\x45ncode\x12\x1b.ldm3d.v1.EncodeTextRequest\x1a\x1c.ldm3d.v1.EncodeTextResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bldm3d/v1/text_encoder.proto\x12\x08ldm3d.v1\x1a\x15ldm3d/v1/common.proto\"X\n\x11\x45ncodeTextRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\"\x9b\x01\n\x12\x45ncodeTextResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\nembeddings\x18\x02 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x14\n\x0ctoken_counts\x18\x03 \x03(\x05\x12\x18\n\x10truncated_tokens\x18\x04 \x03(\x05\x12\x15\n\rmodel_version\x18\x06 \x01(\tJ\x04\x08\x05\x10\x06\x32R\n\x0bTextEncoder\x12\x43\n\x06\x45ncode\x12\x1b.ldm3d.v1.EncodeTextRequest\x1a\x1c.ldm3d.v1.EncodeTextResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ENCODETEXTREQUEST']._serialized_start=64
   _globals['_ENCODETEXTREQUEST']._serialized_end=152
   _globals['_ENCODETEXTRESPONSE']._serialized_start=155
-  _globals['_ENCODETEXTRESPONSE']._serialized_end=320
-  _globals['_TEXTENCODER']._serialized_start=322
-  _globals['_TEXTENCODER']._serialized_end=404
+  _globals['_ENCODETEXTRESPONSE']._serialized_end=310
+  _globals['_TEXTENCODER']._serialized_start=312
+  _globals['_TEXTENCODER']._serialized_end=394
 # @@protoc_insertion_point(module_scope)

@@ -20,17 +20,15 @@ class EncodeTextRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., prompts: _Optional[_Iterable[str]] = ..., model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class EncodeTextResponse(_message.Message):
-    __slots__ = ("request_id", "embeddings", "token_counts", "truncated_tokens", "cached", "model_version")
+    __slots__ = ("request_id", "embeddings", "token_counts", "truncated_tokens", "model_version")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
     TOKEN_COUNTS_FIELD_NUMBER: _ClassVar[int]
     TRUNCATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
-    CACHED_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     embeddings: _common_pb2.Tensor
     token_counts: _containers.RepeatedScalarFieldContainer[int]
     truncated_tokens: _containers.RepeatedScalarFieldContainer[int]
-    cached: _containers.RepeatedScalarFieldContainer[bool]
     model_version: str
-    def __init__(self, request_id: _Optional[str] = ..., embeddings: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., token_counts: _Optional[_Iterable[int]] = ..., truncated_tokens: _Optional[_Iterable[int]] = ..., cached: _Optional[_Iterable[bool]] = ..., model_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., embeddings: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., token_counts: _Optional[_Iterable[int]] = ..., truncated_tokens: _Optional[_Iterable[int]] = ..., model_version: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,197 @@
+"""One typed config for a serving process, built from flags and environment variables here and nowhere else.
+
+Precedence: flag > environment variable > default. Every environment variable the servers read is in
+:data:`OPTIONS`; errors name the flag (and its variable) with the value received and what to use instead.
+
+    cfg = ServeConfig.from_args(parser.parse_args())     # after add_arguments(parser)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
+
+from ..errors import InvalidArgument
+
+SERVICES = ("all", "gateway", "text-encoder", "sampler", "autoencoder", "depth-evaluator", "renderer")
+MODEL_SERVICES = {"all", "gateway", "text-encoder", "sampler", "autoencoder"}
+
+
+@dataclass(frozen=True)
+class _Opt:
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple | None = None
+
+
+def _port(s: str) -> int:
+    v = int(s)
+    if not 0 <= v <= 65535:
+        raise ValueError("a port is 0..65535 (0: any free port)")
+    return v
+
+
+def _positive_int(s: str) -> int:
+    v = int(s)
+    if v < 1:
+        raise ValueError("use an integer >= 1")
+    return v
+
+
+def _non_negative_int(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise ValueError("use an integer >= 0")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = float(s)
+    if not v > 0:
+        raise ValueError("use a number > 0")
+    return v
+
+
+def _metrics_port(s: str) -> int | None:
+    if s.strip().lower() in ("off", "none", "-1"):
+        return None
+    return _port(s)
+
+
+def _target(s: str) -> str:
+    host, sep, port = s.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError("use HOST:PORT, e.g. localhost:50052")
+    return s
+
+
+# field name → option. Model source, listening, limits, the gateway's downstream services, logging.
+OPTIONS: dict[str, _Opt] = {
+    "checkpoint": _Opt("--checkpoint", "LDM3D_CHECKPOINT", str, None,
+                       "diffusers LDM3D checkpoint folder, run with torch (e.g. one from `ldm3d make-tiny-model`)"),
+    "repository": _Opt("--repository", "LDM3D_REPOSITORY", str, None,
+                       "Triton model repository (`ldm3d export`), run by --runtime"),
+    "runtime": _Opt("--runtime", "LDM3D_RUNTIME", str, "embedded", "runtime for --repository",
+                    ("embedded", "triton")),
+    "triton_url": _Opt("--triton-url", "LDM3D_TRITON_URL", _target, None, "Triton gRPC endpoint for --runtime triton"),
+    "model_name": _Opt("--model-name", "LDM3D_MODEL_NAME", str, None,
+                       "the name clients use (default: the checkpoint folder's name, or 'ldm3d' for a repository)"),
+    "host": _Opt("--host", "LDM3D_HOST", str, "0.0.0.0", "address to listen on"),
+    "port": _Opt("--port", "LDM3D_PORT", _port, 50051, "gRPC port (0: any free port, printed at start)"),
+    "metrics_port": _Opt("--metrics-port", "LDM3D_METRICS_PORT", _metrics_port, 9464,
+                         "Prometheus /metrics HTTP port (0: any free port; off: none)"),
+    "max_message_mb": _Opt("--max-message-mb", "LDM3D_MAX_MESSAGE_MB", _positive_int, 64,
+                           "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)"),
+    "grace_s": _Opt("--grace", "LDM3D_GRACE_S", _positive_float, 30.0,
+                    "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled"),
+    "max_running": _Opt("--max-running", "LDM3D_MAX_RUNNING", _positive_int, 1,
+                        "sampling jobs run at once (each uses every CPU core or the GPU)"),
+    "max_queued": _Opt("--max-queued", "LDM3D_MAX_QUEUED", _non_negative_int, 32,
+                       "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint"),
+    "text_cache_size": _Opt("--text-cache-size", "LDM3D_TEXT_CACHE_SIZE", _non_negative_int, 256,
+                            "prompts kept in the text encoder's LRU cache"),
+    "text_encoder_url": _Opt("--text-encoder-url", "LDM3D_TEXT_ENCODER_URL", _target, None,
+                             "gateway: the TextEncoder service (default: in-process)"),
+    "sampler_url": _Opt("--sampler-url", "LDM3D_SAMPLER_URL", _target, None,
+                        "gateway: the DiffusionSampler service (default: in-process)"),
+    "autoencoder_url": _Opt("--autoencoder-url", "LDM3D_AUTOENCODER_URL", _target, None,
+                            "gateway: the RGBDAutoencoder service (default: in-process)"),
+    "downstream_timeout_s": _Opt("--downstream-timeout", "LDM3D_DOWNSTREAM_TIMEOUT_S", _positive_float, 600.0,
+                                 "gateway: deadline of a downstream call when the client set none (seconds)"),
+    "max_operations": _Opt("--max-operations", "LDM3D_MAX_OPERATIONS", _positive_int, 256,
+                           "gateway: long-running operations remembered (the oldest finished ones are forgotten)"),
+    "log_format": _Opt("--log-format", "LDM3D_LOG_FORMAT", str, "text", "log lines as text or JSON",
+                       ("text", "json")),
+}
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Everything one serving process needs. See :data:`OPTIONS` for each field's flag, variable and meaning."""
+
+    service: str = "all"
+    checkpoint: str | None = None
+    repository: str | None = None
+    runtime: str = "embedded"
+    triton_url: str | None = None
+    model_name: str | None = None
+    host: str = "0.0.0.0"
+    port: int = 50051
+    metrics_port: int | None = 9464
+    max_message_mb: int = 64
+    grace_s: float = 30.0
+    max_running: int = 1
+    max_queued: int = 32
+    text_cache_size: int = 256
+    text_encoder_url: str | None = None
+    sampler_url: str | None = None
+    autoencoder_url: str | None = None
+    downstream_timeout_s: float = 600.0
+    max_operations: int = 256
+    log_format: str = "text"
+
+    def __post_init__(self):
+        if self.service not in SERVICES:
+            raise InvalidArgument(f"service={self.service!r} is not a service: use one of {', '.join(SERVICES)}",
+                                  field="service")
+        if self.checkpoint and self.repository:
+            raise InvalidArgument("give --checkpoint or --repository, not both", field="--repository")
+        if self.service in MODEL_SERVICES and not (self.checkpoint or self.repository):
+            raise InvalidArgument(
+                f"`ldm3d serve {self.service}` needs a model: --checkpoint DIR (e.g. from `ldm3d make-tiny-model DIR`)"
+                " or --repository DIR (or LDM3D_CHECKPOINT / LDM3D_REPOSITORY)", field="--checkpoint")
+        if self.runtime == "triton" and not self.triton_url:
+            raise InvalidArgument("--runtime triton needs --triton-url HOST:PORT (or LDM3D_TRITON_URL)",
+                                  field="--triton-url")
+        if self.service != "gateway" and self.service != "all":
+            for name in ("text_encoder_url", "sampler_url", "autoencoder_url"):
+                if getattr(self, name):
+                    raise InvalidArgument(f"{OPTIONS[name].flag} is a gateway option: use it with `ldm3d serve "
+                                          "gateway` or `ldm3d serve all`", field=OPTIONS[name].flag)
+
+    @property
+    def max_message_bytes(self) -> int:
+        return self.max_message_mb * 1024 * 1024
+
+    @property
+    def remote(self) -> dict[str, str | None]:
+        """The gateway's downstream targets by stage; None = in-process."""
+        return {"text": self.text_encoder_url, "sampler": self.sampler_url, "autoencoder": self.autoencoder_url}
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] | None = None) -> ServeConfig:
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {"service": getattr(args, "service", "all")}
+        for name, opt in OPTIONS.items():
+            flag_value = getattr(args, name, None)
+            if flag_value is not None:
+                raw, origin = flag_value, opt.flag
+            elif env.get(opt.env, "") != "":
+                raw, origin = env[opt.env], f"{opt.env} (for {opt.flag})"
+            else:
+                values[name] = opt.default
+                continue
+            try:
+                value = opt.parse(str(raw))
+            except ValueError as exc:
+                raise InvalidArgument(f"{origin}={raw!r} is invalid: {exc}", field=opt.flag) from None
+            if opt.choices and value not in opt.choices:
+                raise InvalidArgument(f"{origin}={raw!r} is invalid: use one of {', '.join(opt.choices)}",
+                                      field=opt.flag)
+            values[name] = value
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare every option as a flag (default None, so that :meth:`ServeConfig.from_args` sees what was given)."""
+    for name, opt in OPTIONS.items():
+        default = "none" if opt.default is None else opt.default
+        parser.add_argument(opt.flag, dest=name, default=None, choices=opt.choices,
+                            metavar=None if opt.choices else name.upper(), help=f"{opt.help} [env {opt.env}; default {default}]")

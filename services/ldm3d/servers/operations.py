@@ -1,0 +1,119 @@
+"""Long-running operations (``google.longrunning.Operation``) for generations: submit, poll, cancel.
+
+Kept in this process's memory, the newest ``max_operations`` at most (finished ones are forgotten oldest first;
+running ones are never dropped). A durable queue belongs to the render workers' issue, not here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+
+from google.longrunning import operations_pb2
+from google.protobuf import timestamp_pb2
+
+from ..errors import Cancelled, NotFound, ResourceExhausted
+from ..v1 import studio_pb2 as pb
+from . import tensors
+from .stages import Step
+from .status import status_proto
+
+PREFIX = "operations/"
+
+
+class _Op:
+    def __init__(self, name: str, request_id: str):
+        self.name, self.task = name, None
+        now = timestamp_pb2.Timestamp()
+        now.GetCurrentTime()
+        self.meta = pb.GenerateMetadata(request_id=request_id, state=pb.OPERATION_STATE_QUEUED, create_time=now,
+                                        update_time=now)
+        self.result: pb.GenerateResult | None = None
+        self.error = None
+
+    def touch(self, state=None, step: Step | None = None):
+        if state is not None:
+            self.meta.state = state
+        if step is not None:
+            self.meta.progress.CopyFrom(tensors.progress(step.step, step.total, step.elapsed_s))
+        self.meta.update_time.GetCurrentTime()
+
+    def to_proto(self) -> operations_pb2.Operation:
+        op = operations_pb2.Operation(name=self.name, done=self.meta.state in _DONE)
+        op.metadata.Pack(self.meta)
+        if self.result is not None:
+            op.response.Pack(self.result)
+        elif self.error is not None:
+            op.error.CopyFrom(self.error)
+        return op
+
+
+_DONE = (pb.OPERATION_STATE_SUCCEEDED, pb.OPERATION_STATE_FAILED, pb.OPERATION_STATE_CANCELLED)
+
+
+class Operations:
+    def __init__(self, max_operations: int):
+        self.max_operations = max_operations
+        self._ops: OrderedDict[str, _Op] = OrderedDict()
+
+    def start(self, request_id: str, events: AsyncIterator) -> operations_pb2.Operation:
+        self._evict()
+        name = PREFIX + (request_id or uuid.uuid4().hex)
+        if name in self._ops:
+            name = f"{name}-{uuid.uuid4().hex[:8]}"
+        op = self._ops[name] = _Op(name, request_id)
+        op.task = asyncio.get_running_loop().create_task(self._drive(op, events))
+        return op.to_proto()
+
+    def get(self, name: str) -> operations_pb2.Operation:
+        return self._find(name).to_proto()
+
+    async def cancel(self, name: str) -> None:
+        op = self._find(name)
+        if op.task is not None and not op.task.done():
+            op.task.cancel()
+            await asyncio.wait([op.task])
+
+    async def close(self) -> None:
+        for op in self._ops.values():
+            if op.task is not None and not op.task.done():
+                op.task.cancel()
+        tasks = [op.task for op in self._ops.values() if op.task is not None]
+        if tasks:
+            await asyncio.wait(tasks)
+
+    async def _drive(self, op: _Op, events: AsyncIterator) -> None:
+        t0 = time.perf_counter()
+        try:
+            async for event in events:
+                if isinstance(event, Step):
+                    op.touch(pb.OPERATION_STATE_RUNNING, event)
+                else:
+                    op.result = event
+            op.touch(pb.OPERATION_STATE_SUCCEEDED)
+        except asyncio.CancelledError:
+            op.error = status_proto(Cancelled(f"cancelled by CancelOperation after {time.perf_counter() - t0:.1f} s"))
+            op.touch(pb.OPERATION_STATE_CANCELLED)
+        except Exception as exc:  # noqa: BLE001 - recorded on the operation, mapped like a call's error
+            op.error = status_proto(exc)
+            op.touch(pb.OPERATION_STATE_FAILED)
+        finally:
+            await events.aclose()
+
+    def _find(self, name: str) -> _Op:
+        op = self._ops.get(name)
+        if op is None:
+            raise NotFound(f"name={name!r}: no such operation (it never existed, or it finished long ago and was "
+                           f"forgotten; the newest {self.max_operations} are kept)", field="name")
+        return op
+
+    def _evict(self) -> None:
+        while len(self._ops) >= self.max_operations:
+            done = next((n for n, o in self._ops.items() if o.meta.state in _DONE), None)
+            if done is None:
+                raise ResourceExhausted(f"{len(self._ops)} operations are running, the limit: wait for one to finish",
+                                        retry_after_s=5.0)
+            del self._ops[done]
