@@ -39,7 +39,12 @@ def test_depth_writes_16_bit_pngs_and_metric_npy(work):
 def test_depth_metrics_json_matches_the_library(work, capsys):
     pred, ref = work / "pred" / "a_depth.png", work / "ref" / "a_depth.npy"
     capsys.readouterr()
-    assert main(["depth-metrics", "--pred", str(pred), "--reference", str(ref), "--samples", "500", "--seed", "7", "--json"]) == 0
+    assert (
+        main(
+            ["depth-metrics", "--pred", str(pred), "--reference", str(ref), "--samples", "500", "--seed", "7", "--json"]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     expected = depth_metrics(read_depth(pred), np.load(ref).astype(np.float64), samples=500, seed=7)
     assert out == {"pred": str(pred), "reference": str(ref), "reference_scale": 1.0, **expected.to_dict()}
@@ -81,10 +86,14 @@ def test_user_errors_are_clear(work, tmp_path, capsys):
     assert err.startswith("ldm3d depth-metrics: error: pred is a RGB image with 8-bit samples")
 
     np.save(tmp_path / "small.npy", np.ones((10, 10)))
-    assert "56x40 but reference is 10x10" in _error(capsys, ["depth-metrics", "--pred", pred, "--reference", str(tmp_path / "small.npy")])
+    assert "56x40 but reference is 10x10" in _error(
+        capsys, ["depth-metrics", "--pred", pred, "--reference", str(tmp_path / "small.npy")]
+    )
 
     np.save(tmp_path / "nan.npy", np.full((40, 56), np.nan))
-    assert "valid in both maps" in _error(capsys, ["depth-metrics", "--pred", pred, "--reference", str(tmp_path / "nan.npy")])
+    assert "valid in both maps" in _error(
+        capsys, ["depth-metrics", "--pred", pred, "--reference", str(tmp_path / "nan.npy")]
+    )
 
     write_png(tmp_path / "flat.png", np.full((40, 56), 9, np.uint16))
     assert "constant" in _error(capsys, ["depth-metrics", "--pred", str(tmp_path / "flat.png"), "--reference", ref])
@@ -93,11 +102,22 @@ def test_user_errors_are_clear(work, tmp_path, capsys):
         capsys, ["depth-metrics", "--pred", pred, "--reference", ref, "--reference-scale", "-1"]
     )
     (tmp_path / "ref.txt").write_text("1 2 3")
-    assert "unknown format .txt" in _error(capsys, ["depth-metrics", "--pred", pred, "--reference", str(tmp_path / "ref.txt")])
-    assert "samples=1 is invalid" in _error(capsys, ["depth-metrics", "--pred", pred, "--reference", ref, "--samples", "1"])
+    assert "unknown format .txt" in _error(
+        capsys, ["depth-metrics", "--pred", pred, "--reference", str(tmp_path / "ref.txt")]
+    )
+    assert "samples=1 is invalid" in _error(
+        capsys, ["depth-metrics", "--pred", pred, "--reference", ref, "--samples", "1"]
+    )
 
-    assert "no such folder" in _error(capsys, ["depth", "--model", str(tmp_path / "nope"), str(work / "a.png"), "--out", str(tmp_path)])
-    assert "no such file" in _error(capsys, ["depth", "--model", str(work / "dpt"), str(tmp_path / "x.png"), "--out", str(tmp_path)])
+    assert "no such folder" in _error(
+        capsys, ["depth", "--model", str(tmp_path / "nope"), str(work / "a.png"), "--out", str(tmp_path)]
+    )
+    assert "no such file" in _error(
+        capsys, ["depth", "--model", str(work / "dpt"), str(tmp_path / "x.png"), "--out", str(tmp_path)]
+    )
     (tmp_path / "a.png").write_bytes((work / "a.png").read_bytes())
-    err = _error(capsys, ["depth", "--model", str(work / "dpt"), str(work / "a.png"), str(tmp_path / "a.png"), "--out", str(tmp_path)])
+    err = _error(
+        capsys,
+        ["depth", "--model", str(work / "dpt"), str(work / "a.png"), str(tmp_path / "a.png"), "--out", str(tmp_path)],
+    )
     assert "would both write a_depth" in err

@@ -66,7 +66,9 @@ def test_result_does_not_depend_on_image_size_or_pixel_order():
     base = depth_metrics(pred, ref)
     tiled = depth_metrics(np.tile(pred, (3, 5)), np.tile(ref, (3, 5)))
     perm = np.random.default_rng(0).permutation(np.tile(pred, (3, 5)).size)
-    shuffled = depth_metrics(np.tile(pred, (3, 5)).ravel()[perm].reshape(5, 12), np.tile(ref, (3, 5)).ravel()[perm].reshape(5, 12))
+    shuffled = depth_metrics(
+        np.tile(pred, (3, 5)).ravel()[perm].reshape(5, 12), np.tile(ref, (3, 5)).ravel()[perm].reshape(5, 12)
+    )
     for other in (tiled, shuffled):
         for key in ("abs_rel", "rmse", "scale", "shift"):
             assert getattr(other, key) == pytest.approx(getattr(base, key), rel=1e-12)

@@ -32,7 +32,11 @@ def rgb():
 
 def test_tiny_checkpoints_have_the_hub_layout_and_are_reproducible(tiny, tmp_path):
     for kind, path in tiny.items():
-        assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors", "preprocessor_config.json"]
+        assert sorted(p.name for p in path.iterdir()) == [
+            "config.json",
+            "model.safetensors",
+            "preprocessor_config.json",
+        ]
         assert json.loads((path / "config.json").read_text())["model_type"] == kind
         assert (path / "model.safetensors").stat().st_size < 2_000_000
     again = dm.make_tiny_dpt(tmp_path / "again")
@@ -128,7 +132,9 @@ class _TorchDepthRuntime(ModelRuntime):
 def test_model_call_goes_through_the_runtime_interface(models, rgb):
     runtime = _TorchDepthRuntime({m.runtime_name: m.predict for m in models.values()})
     via_runtime = dm.DepthModel("dpt", models["dpt"].processor, dm.runtime_predictor(runtime, "depth_estimator"), "rt")
-    np.testing.assert_array_equal(dm.estimate_relative_depth(via_runtime, rgb), dm.estimate_relative_depth(models["dpt"], rgb))
+    np.testing.assert_array_equal(
+        dm.estimate_relative_depth(via_runtime, rgb), dm.estimate_relative_depth(models["dpt"], rgb)
+    )
     assert models["zoedepth"].runtime_name == "depth_reference"
 
 
@@ -143,7 +149,10 @@ def test_loading_errors(tmp_path, tiny, models, rgb):
     with pytest.raises(InvalidArgument, match="is a zoedepth checkpoint; this needs a dpt one") as exc:
         dm.load_depth_model(str(tiny["zoedepth"]), kind="dpt")
     assert exc.value.field == "model"
-    for missing, message in (("model.safetensors", "cannot load the weights"), ("preprocessor_config.json", "no preprocessor")):
+    for missing, message in (
+        ("model.safetensors", "cannot load the weights"),
+        ("preprocessor_config.json", "no preprocessor"),
+    ):
         broken = tmp_path / f"without-{missing}"
         shutil.copytree(tiny["dpt"], broken)
         (broken / missing).unlink()

@@ -32,7 +32,9 @@ def register(subparsers) -> None:
         "normalised per image to 0..65535, larger = nearer: the LDM3D training convention). ZoeDepth checkpoints "
         "write <stem>_depth.npy (float32 metres, the reference of `ldm3d depth-metrics`).",
     )
-    p.add_argument("--model", required=True, help="DPT or ZoeDepth folder in the hub layout, or a hub id (Intel/dpt-large)")
+    p.add_argument(
+        "--model", required=True, help="DPT or ZoeDepth folder in the hub layout, or a hub id (Intel/dpt-large)"
+    )
     p.add_argument("images", nargs="+", metavar="IMAGE", help="RGB images (any format Pillow reads)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument(
@@ -58,7 +60,9 @@ def register(subparsers) -> None:
         "--reference-scale", type=float, default=None, metavar="M_PER_UNIT",
         help="metres per stored unit: required for a PNG reference (e.g. 0.001 for millimetres); default 1 for .npy",
     )  # fmt: skip
-    m.add_argument("--samples", type=int, default=DEFAULT_SAMPLES, help=f"pixels for the fit (default {DEFAULT_SAMPLES})")
+    m.add_argument(
+        "--samples", type=int, default=DEFAULT_SAMPLES, help=f"pixels for the fit (default {DEFAULT_SAMPLES})"
+    )
     m.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"seed of the pixel sample (default {DEFAULT_SEED})")
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     m.set_defaults(func=_depth_metrics)
@@ -141,7 +145,9 @@ def read_reference(path: Path, scale: float | None) -> tuple[np.ndarray, float]:
         try:
             arr = np.load(path, allow_pickle=False)
         except (ValueError, OSError) as exc:
-            raise InvalidArgument(f"--reference {str(path)!r} is not a readable .npy array ({exc})", field="reference") from None
+            raise InvalidArgument(
+                f"--reference {str(path)!r} is not a readable .npy array ({exc})", field="reference"
+            ) from None
         if arr.ndim != 2 or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
             raise InvalidArgument(
                 f"--reference {str(path)!r} holds {arr.dtype} {arr.shape}: expected a 2-D numeric [H, W] depth map",

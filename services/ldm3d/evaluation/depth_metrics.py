@@ -10,8 +10,8 @@ The reference (ZoeDepth-N in the paper) is metric depth in metres. Per image:
 1. **Valid pixels**: prediction finite and ``>= 0`` (0 is "infinitely far" in disparity), reference finite and ``> 0``
    (its inverse must exist); only pixels valid in *both* maps take part in anything below.
 2. **Reference to disparity**: ``r = 1 / d_ref``.
-3. **Fit**: ``s, t = argmin Σ (s·p + t − r)²`` by ordinary least squares on a random sample of ``samples`` valid pixels
-   drawn without replacement with ``numpy.random.default_rng(seed)`` (all valid pixels when there are fewer). The
+3. **Fit**: ``s, t = argmin Σ (s·p + t − r)²`` by ordinary least squares on a random sample of ``samples`` valid
+   pixels drawn without replacement with ``numpy.random.default_rng(seed)`` (all valid pixels when there are fewer). The
    closed form uses centred sums in float64: ``s = Σ(p−p̄)(r−r̄) / Σ(p−p̄)²``, ``t = r̄ − s·p̄``.
 4. **Back to depth**: ``d_aligned = 1 / (s·p + t)`` over *all* valid pixels (not just the sample).
 5. **Metrics** over those pixels: ``AbsRel = mean(|d_aligned − d_ref| / d_ref)``, ``RMSE = sqrt(mean((d_aligned −
@@ -183,7 +183,8 @@ def _check_shapes(pred: np.ndarray, reference: np.ndarray) -> None:
     ps, rs = np.shape(pred), np.shape(reference)
     if len(ps) != 2 or len(rs) != 2:
         raise InvalidArgument(
-            f"depth maps must be 2-D [H, W]; got pred {ps} and reference {rs}", field="pred" if len(ps) != 2 else "reference"
+            f"depth maps must be 2-D [H, W]; got pred {ps} and reference {rs}",
+            field="pred" if len(ps) != 2 else "reference",
         )
     if ps != rs:
         raise InvalidArgument(

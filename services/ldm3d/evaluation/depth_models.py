@@ -7,7 +7,8 @@
     metres = estimate_metric_depth(zoe, rgb_u8)          # float32 [H, W] in metres
 
 Every estimate is three steps, so that the middle one can be served (``ModelRuntime.infer`` with the model names
-``depth_estimator`` / ``depth_reference``, tensors ``pixel_values`` → ``predicted_depth``, see :data:`DEPTH_MODEL_IO`):
+``depth_estimator`` / ``depth_reference``, tensors ``pixel_values`` → ``predicted_depth``; see
+:data:`DEPTH_MODEL_IO`):
 
 1. **preprocess** (numpy out): the checkpoint's own transformers image processor (PIL backend: no torchvision);
 2. **predict**: ``pixel_values float32 [B, 3, h, w]`` → ``predicted_depth float32 [B, h, w]``; a plain callable
@@ -100,7 +101,9 @@ def load_depth_model(name_or_path: str, *, kind: DepthKind | None = None, field:
         model = cls.from_pretrained(name_or_path, dtype=torch.float32).eval()
     except OSError as exc:
         raise NotFound(f"{field}={name_or_path!r}: cannot load the weights ({exc})", field=field) from None
-    return DepthModel(found, load_processor(name_or_path, found, field=field), torch_predictor(model), str(name_or_path))
+    return DepthModel(
+        found, load_processor(name_or_path, found, field=field), torch_predictor(model), str(name_or_path)
+    )
 
 
 def load_processor(name_or_path: str, kind: DepthKind, *, field: str = "model"):
