@@ -1,0 +1,303 @@
+"""One render job: RGB + 16-bit depth → ODS/mono 360 stills, camera-move MP4s, a 360 MP4 and meshes.
+
+The library entry point that the CLI (``ldm3d render``) and the ``PanoramaRenderer`` servicer both call::
+
+    from ldm3d.render import RenderSpec, render_job
+    result = render_job(RenderSpec(rgb=rgb, depth=depth, ods=True, path="orbit", seconds=2, fps=12,
+                                   size=(640, 360), meshes=("glb",)),
+                        out_dir="demo/render", progress=lambda done, total, msg: ..., cancelled=lambda: False)
+    for a in result.artifacts: print(a.name, a.media_type, a.path or len(a.data))
+
+Steps, in order: check the request against :class:`RenderLimits` → build the displaced sphere → stills → the
+camera-move video → the 360 video → meshes. ``progress(done, total, message)`` is called after every unit of work
+(a still, a frame, a mesh); ``cancelled()`` is polled between them and raises :class:`~ldm3d.errors.Cancelled`.
+Every file is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..codec import encode_png, write_bytes_atomic
+from ..errors import Cancelled, InvalidArgument, ResourceExhausted, invalid
+from .camera import PATHS, path_cameras
+from .geometry import Panorama, build_mesh, prepare_panorama
+from .mesh_io import glb_bytes, ply_bytes
+from .ods import render_equirect, render_ods
+from .raycast import MeshScene, render_ods_raycast, render_perspective
+
+MESH_FORMATS = ("ply", "glb")
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True)
+class RenderLimits:
+    """Configured ceilings; requests beyond them get ``ResourceExhausted`` naming the field."""
+
+    max_input_pixels: int = 8192 * 4096
+    max_eye_pixels: int = 8192 * 4096  # one eye of an ODS/mono 360 still or one 360 video frame
+    max_frame_pixels: int = 3840 * 2160  # one eye of a perspective frame
+    max_frames: int = 3600
+    max_video360_pixels: int = 4096 * 2048  # per eye, per frame
+
+
+@dataclass
+class RenderSpec:
+    """What to render. Images are numpy arrays (``codec.read_rgb`` / ``codec.read_depth`` read PNG files or bytes).
+
+    Geometry: ``projection`` (auto/equirect/cap), ``cap_hfov`` (degrees, for a normal photo), ``depth_mapping``
+    (linear/disparity), ``depth_strength`` (0..2), ``normalize_depth``, ``radius`` (m), ``ipd`` (m),
+    ``edge_threshold`` (slope above which an edge is a discontinuity); see :mod:`.geometry`.
+    Outputs: ``ods`` (stereo still, top-bottom, left on top), ``mono360``, ``eye_size`` (per-eye ``(W, H)``; default
+    the panorama's), ``path`` (orbit/dolly/look-around/a keyframes .json/a list of keyframes) with ``seconds``,
+    ``fps``, ``size`` (per eye), ``view_hfov`` (default 75°, or 0.75 × cap_hfov for a cap), ``stereo`` (side by
+    side, left eye on the left), ``crf``; ``video360`` (ODS top-bottom MP4 from the path's positions at
+    ``eye_size``); ``meshes`` (ply, glb) with ``mesh_step``.
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    projection: str = "auto"
+    cap_hfov: float = 90.0
+    depth_mapping: str = "linear"
+    depth_strength: float = 1.0
+    normalize_depth: bool = False
+    radius: float = 2.0
+    ipd: float = 0.064
+    edge_threshold: float = 10.0
+    ods: bool = False
+    mono360: bool = False
+    eye_size: tuple[int, int] | None = None
+    path: str | list | None = None
+    seconds: float = 8.0
+    fps: float = 30.0
+    size: tuple[int, int] = (1920, 1080)
+    view_hfov: float | None = None
+    stereo: bool = False
+    crf: int = 18
+    video360: bool = False
+    meshes: Sequence[str] = ()
+    mesh_step: int = 1
+
+
+@dataclass
+class Artifact:
+    """One output: ``path`` when written to an output folder, else the bytes in ``data``."""
+
+    name: str
+    media_type: str
+    path: Path | None = None
+    data: bytes | None = None
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass
+class RenderResult:
+    artifacts: list[Artifact]
+    panorama_size: tuple[int, int]
+    projection: str
+
+
+def path_name(path) -> str:
+    if isinstance(path, (list, tuple)):
+        return "keyframes"
+    return Path(str(path)).stem if str(path).lower().endswith(".json") else str(path)
+
+
+def n_frames(spec: RenderSpec) -> int:
+    return max(1, int(round(spec.seconds * spec.fps)))
+
+
+def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
+    """Reject malformed or oversized requests before any work (no partial output)."""
+    h, w = spec.depth.shape[:2]
+    if h * w > limits.max_input_pixels:
+        raise ResourceExhausted(
+            f"rgb is {w}x{h} ({w * h} pixels), over the limit of {limits.max_input_pixels}: downscale it", field="rgb"
+        )
+    if spec.ipd < 0 or spec.ipd >= spec.radius:
+        raise invalid("ipd", spec.ipd, f"use 0 <= ipd < radius ({spec.radius} m); 0.064 is a typical adult")
+    if spec.eye_size is not None:
+        _check_size("eye_size", spec.eye_size, limits.max_eye_pixels)
+        ew, eh = spec.eye_size
+        if ew != 2 * eh:
+            raise invalid("eye_size", f"{ew}x{eh}", "360 images are equirectangular: width must be twice the height")
+    if spec.path is not None:
+        if not isinstance(spec.path, (list, tuple)) and spec.path not in PATHS and not str(spec.path).lower().endswith(".json"):
+            raise invalid("path", spec.path, f"use one of {', '.join(PATHS)} or a keyframes .json file")
+        if not (0 < spec.fps <= 240) or not math.isfinite(spec.fps):
+            raise invalid("fps", spec.fps, "use a frame rate in (0, 240]")
+        if not (spec.seconds > 0) or not math.isfinite(spec.seconds):
+            raise invalid("seconds", spec.seconds, "use a positive duration")
+        n = n_frames(spec)
+        if n > limits.max_frames:
+            raise ResourceExhausted(
+                f"seconds × fps = {spec.seconds} × {spec.fps} = {n} frames, over the limit of {limits.max_frames}",
+                field="seconds",
+            )
+        _check_size("size", spec.size, limits.max_frame_pixels, even=True)
+        if not (0 <= spec.crf <= 51):
+            raise invalid("crf", spec.crf, "use an x264 CRF between 0 (lossless) and 51; 18 looks transparent")
+        if spec.view_hfov is not None and not (1.0 <= spec.view_hfov <= 170.0):
+            raise invalid("view_hfov", spec.view_hfov, "use a field of view between 1 and 170 degrees")
+    elif spec.video360:
+        raise InvalidArgument("video360 needs a camera path (path/--path) for its frames", field="path")
+    if not isinstance(spec.mesh_step, int) or spec.mesh_step < 1:
+        raise invalid("mesh_step", spec.mesh_step, "use a whole number of pixels >= 1")
+    for m in spec.meshes:
+        if m not in MESH_FORMATS:
+            raise invalid("meshes", m, f"use any of {', '.join(MESH_FORMATS)}")
+
+
+def _check_size(name: str, size, max_pixels: int, even: bool = False) -> None:
+    try:
+        w, h = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise invalid(name, size, "give a size as (width, height), e.g. 1920x1080") from None
+    if w < 2 or h < 2:
+        raise invalid(name, f"{w}x{h}", "width and height must be at least 2")
+    if even and (w % 2 or h % 2):
+        raise invalid(name, f"{w}x{h}", "H.264 yuv420p needs an even width and height, e.g. 1920x1080")
+    if w * h > max_pixels:
+        raise ResourceExhausted(f"{name}={w}x{h} is {w * h} pixels, over the limit of {max_pixels}", field=name)
+
+
+class _Sink:
+    """Writes artifacts to ``out_dir`` (atomically) or keeps them as bytes; counts progress; polls cancellation."""
+
+    def __init__(self, out_dir, total: int, progress: Progress | None, cancelled: Callable[[], bool] | None):
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.total, self.done = total, 0
+        self.progress, self.cancelled = progress, cancelled
+        self.artifacts: list[Artifact] = []
+
+    def check(self) -> None:
+        if self.cancelled is not None and self.cancelled():
+            raise Cancelled("the render was cancelled; no further artifacts were written")
+
+    def step(self, message: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total, message)
+        self.check()
+
+    def add(self, name: str, media_type: str, data: bytes, **metadata) -> None:
+        if self.out_dir is not None:
+            self.artifacts.append(Artifact(name, media_type, write_bytes_atomic(self.out_dir / name, data), None, metadata))
+        else:
+            self.artifacts.append(Artifact(name, media_type, None, data, metadata))
+
+    def video(self, name: str, write, **metadata) -> None:
+        from .video import write_mp4
+
+        if self.out_dir is not None:
+            path = write(write_mp4, self.out_dir / name)
+            self.artifacts.append(Artifact(name, "video/mp4", path, None, metadata))
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            path = write(write_mp4, Path(tmp) / name)
+            self.artifacts.append(Artifact(name, "video/mp4", None, path.read_bytes(), metadata))
+
+
+def render_job(
+    spec: RenderSpec,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    progress: Progress | None = None,
+    cancelled: Callable[[], bool] | None = None,
+    limits: RenderLimits = RenderLimits(),
+) -> RenderResult:
+    """Run one render job; returns its artifacts (files in ``out_dir``, or bytes when ``out_dir`` is None)."""
+    # 1. Check the request and build the displaced sphere.
+    check_spec(spec, limits)
+    pano = panorama_for(spec)
+    eye = spec.eye_size or (pano.width, pano.height)
+    _check_size("eye_size", eye, limits.max_eye_pixels)
+    frames = n_frames(spec) if spec.path is not None else 0
+    if spec.video360:
+        _check_size("eye_size", eye, limits.max_video360_pixels, even=True)
+    total = int(spec.ods) + int(spec.mono360) + frames + (frames if spec.video360 else 0) + len(spec.meshes)
+    sink = _Sink(out_dir, total, progress, cancelled)
+    sink.check()
+
+    # 2. Stills.
+    if spec.ods:
+        sink.add("ods.png", "image/png", encode_png(render_ods(pano, eye, spec.ipd)), stereo="top-bottom", eye_size=eye)
+        sink.step("ODS stereo still")
+    if spec.mono360:
+        sink.add("mono360.png", "image/png", encode_png(render_equirect(pano, eye, "mono")), eye_size=eye)
+        sink.step("mono 360 still")
+
+    # 3. Camera moves: perspective frames, mono or side by side, into an H.264 MP4.
+    scene = None
+    if spec.path is not None:
+        view_hfov = spec.view_hfov or (75.0 if pano.projection == "equirect" else 0.75 * spec.cap_hfov)
+        cap = spec.cap_hfov if pano.projection == "cap" else None
+        cams = path_cameras(spec.path, frames, spec.fps, spec.radius, view_hfov, cap)
+        if any(np.linalg.norm(c.position) > 0 for c in cams) or spec.stereo:
+            scene = MeshScene(pano)
+        w, h = spec.size
+
+        def frame_iter():
+            for cam in cams:
+                if spec.stereo:
+                    yield np.concatenate([render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2),
+                                          render_perspective(pano, cam, (w, h), scene, spec.ipd / 2)], axis=1)
+                else:
+                    yield render_perspective(pano, cam, (w, h), scene)
+
+        counter = iter(range(1, frames + 1))
+        name = f"{path_name(spec.path)}.mp4"
+        vsize = (2 * w if spec.stereo else w, h)
+        sink.video(
+            name,
+            lambda write, p: write(p, frame_iter(), vsize, spec.fps, spec.crf,
+                                   on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}")),
+            frames=frames, fps=spec.fps, size=vsize, stereo="left-right" if spec.stereo else "mono",
+        )
+
+    # 4. A 360 video: ODS from each of the path's camera positions (orientation stays world-fixed).
+    if spec.video360:
+        if scene is None:
+            scene = MeshScene(pano)
+        counter360 = iter(range(1, frames + 1))
+
+        def ods_iter():
+            for cam in cams:
+                c = np.asarray(cam.position, dtype=np.float64)
+                yield render_ods(pano, eye, spec.ipd) if np.linalg.norm(c) == 0 else render_ods_raycast(
+                    scene, eye, spec.ipd, centre=c)
+
+        sink.video(
+            f"{path_name(spec.path)}_360.mp4",
+            lambda write, p: write(p, ods_iter(), (eye[0], 2 * eye[1]), spec.fps, spec.crf, spherical="top-bottom",
+                                   on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}")),
+            frames=frames, fps=spec.fps, size=(eye[0], 2 * eye[1]), stereo="top-bottom",
+        )
+
+    # 5. Meshes (stretched faces left out: a gap at a depth edge, not a smear).
+    if spec.meshes:
+        mesh = build_mesh(pano, spec.mesh_step).without_stretched()
+        for fmt in spec.meshes:
+            if fmt == "ply":
+                sink.add("mesh.ply", "application/x-ply", ply_bytes(mesh), faces=len(mesh.faces))
+            else:
+                sink.add("mesh.glb", "model/gltf-binary", glb_bytes(mesh, pano.rgb), faces=len(mesh.faces))
+            sink.step(f"mesh {fmt}")
+    return RenderResult(sink.artifacts, (pano.width, pano.height), pano.projection)
+
+
+def panorama_for(spec: RenderSpec) -> Panorama:
+    """The displaced sphere a spec describes (for callers that render frames themselves)."""
+    return prepare_panorama(
+        spec.rgb, spec.depth, projection=spec.projection, hfov_deg=spec.cap_hfov, depth_mapping=spec.depth_mapping,
+        depth_strength=spec.depth_strength, normalize_depth=spec.normalize_depth, radius=spec.radius,
+        edge_threshold=spec.edge_threshold,
+    )
