@@ -121,3 +121,28 @@ def test_user_errors_are_clear(work, tmp_path, capsys):
         ["depth", "--model", str(work / "dpt"), str(work / "a.png"), str(tmp_path / "a.png"), "--out", str(tmp_path)],
     )
     assert "would both write a_depth" in err
+
+
+def test_reference_from_rgb_equals_the_two_step_path(work, capsys):
+    # `--rgb IMAGE --reference-model ZOE` is `ldm3d depth --model ZOE IMAGE` followed by `--reference <stem>_depth.npy`.
+    pred = str(work / "pred" / "a_depth.png")
+    capsys.readouterr()
+    argv = ["depth-metrics", "--pred", pred, "--rgb", str(work / "a.png"), "--reference-model", str(work / "zoe")]
+    assert main([*argv, "--json"]) == 0
+    one_step = json.loads(capsys.readouterr().out)
+    assert main(["depth-metrics", "--pred", pred, "--reference", str(work / "ref" / "a_depth.npy"), "--json"]) == 0
+    two_step = json.loads(capsys.readouterr().out)
+    assert one_step["reference_model"] == str(work / "zoe") and one_step["flip_aug"] is True
+    for key in ("abs_rel", "rmse", "scale", "shift", "valid_pixels", "sampled_pixels", "seed"):
+        assert one_step[key] == two_step[key]
+
+    assert "is a dpt checkpoint; this needs a zoedepth one" in _error(
+        capsys, ["depth-metrics", "--pred", pred, "--rgb", str(work / "a.png"), "--reference-model", str(work / "dpt")]
+    )
+    assert "--reference-scale applies to --reference files" in _error(capsys, [*argv, "--reference-scale", "0.001"])
+    other = Image.open(work / "a.png").resize((30, 20))
+    other.save(work / "small_rgb.png")
+    err = _error(capsys, [*argv[:4], str(work / "small_rgb.png"), *argv[5:]])
+    assert "pred is 56x40 but rgb is 30x20" in err
+    with pytest.raises(SystemExit):  # argparse: exactly one of --reference / --rgb
+        main(["depth-metrics", "--pred", pred])

@@ -4,6 +4,7 @@
     ldm3d depth --model Intel/dpt-large out/*.png --out depth/           # <stem>_depth.png, 16-bit, larger = nearer
     ldm3d depth --model Intel/zoedepth-nyu out/*.png --out reference/    # <stem>_depth.npy, float32 metres
     ldm3d depth-metrics --pred out/cabin_depth.png --reference reference/cabin_depth.npy --json
+    ldm3d depth-metrics --pred out/cabin_depth.png --rgb out/cabin_rgb.png        # reference from ZoeDepth-N
 
 The protocol is the LDM3D paper's §4.3 (docs/evaluation.md): least-squares scale and shift in disparity space on a
 seeded random sample of valid pixels, then AbsRel and RMSE in metres.
@@ -22,6 +23,8 @@ import numpy as np
 from ..codec import read_depth, read_rgb, write_bytes_atomic, write_png
 from ..errors import InvalidArgument, NotFound, invalid
 from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED, depth_metrics
+
+PAPER_REFERENCE_MODEL = "Intel/zoedepth-nyu"
 
 
 def register(subparsers) -> None:
@@ -51,10 +54,23 @@ def register(subparsers) -> None:
         "back to depth and reports AbsRel and RMSE [reference unit, metres] over all valid pixels.",
     )
     m.add_argument("--pred", required=True, type=Path, help="predicted depth: 16-bit grayscale PNG, disparity-like")
-    m.add_argument(
-        "--reference", required=True, type=Path,
+    ref = m.add_mutually_exclusive_group(required=True)
+    ref.add_argument(
+        "--reference", type=Path,
         help="reference depth: .npy in metres (NaN, 0 or negative = invalid) or a 16-bit PNG (0 = invalid) "
         "with --reference-scale",
+    )  # fmt: skip
+    ref.add_argument(
+        "--rgb", type=Path,
+        help="instead of --reference: the RGB image PRED belongs to; --reference-model estimates the reference",
+    )  # fmt: skip
+    m.add_argument(
+        "--reference-model", default=PAPER_REFERENCE_MODEL,
+        help=f"with --rgb: ZoeDepth folder or hub id (default {PAPER_REFERENCE_MODEL}, the paper's ZoeDepth-N)",
+    )  # fmt: skip
+    m.add_argument(
+        "--no-flip-aug", dest="flip_aug", action="store_false",
+        help="with --rgb: skip ZoeDepth's averaging with the mirrored image",
     )  # fmt: skip
     m.add_argument(
         "--reference-scale", type=float, default=None, metavar="M_PER_UNIT",
@@ -117,9 +133,26 @@ def _depth(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------- ldm3d depth-metrics
 def _depth_metrics(args: argparse.Namespace) -> int:
     pred = read_depth(args.pred, field="pred")
-    reference, scale = read_reference(args.reference, args.reference_scale)
-    result = depth_metrics(pred, reference, samples=args.samples, seed=args.seed)
-    report = {"pred": str(args.pred), "reference": str(args.reference), "reference_scale": scale, **result.to_dict()}
+    if args.reference is not None:
+        reference, scale = read_reference(args.reference, args.reference_scale)
+        result = depth_metrics(pred, reference, samples=args.samples, seed=args.seed)
+        report = {"pred": str(args.pred), "reference": str(args.reference), "reference_scale": scale}
+    else:
+        if args.reference_scale is not None:
+            raise InvalidArgument(
+                "--reference-scale applies to --reference files, not to --rgb", field="reference_scale"
+            )
+        from ..evaluation import depth_models
+
+        rgb = read_rgb(args.rgb, field="rgb")
+        _quiet_transformers()
+        model = depth_models.load_depth_model(args.reference_model, kind="zoedepth", field="reference_model")
+        result = depth_models.reference_depth_metrics(
+            pred, rgb, model, samples=args.samples, seed=args.seed, flip_aug=args.flip_aug
+        )
+        report = {"pred": str(args.pred), "rgb": str(args.rgb), "reference_model": args.reference_model}
+        report["flip_aug"] = args.flip_aug
+    report.update(result.to_dict())
     if args.json:
         print(json.dumps(report, indent=2))
         return 0

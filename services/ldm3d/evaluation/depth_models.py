@@ -39,6 +39,7 @@ import numpy as np
 from ..codec import DEPTH_MAX
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..runtime.base import TensorSpec
+from .depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED, DepthMetrics, depth_metrics
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,28 @@ def estimate_metric_depth(model: DepthModel, rgb: np.ndarray, flip_aug: bool = T
     return postprocess_zoedepth(model.predict(pixel_values), rgb.shape[:2], padded=bool(model.processor.do_pad))
 
 
+def reference_depth_metrics(
+    pred: np.ndarray,
+    rgb: np.ndarray,
+    reference: DepthModel,
+    *,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = DEFAULT_SEED,
+    flip_aug: bool = True,
+) -> DepthMetrics:
+    """The §4.3 protocol end to end for one image: ``reference``'s (ZoeDepth-N's) metric depth of ``rgb`` is the
+    reference for ``pred`` (disparity-like, same size as ``rgb``); see :func:`ldm3d.evaluation.depth_metrics`."""
+    if np.shape(pred) != np.shape(rgb)[:2]:
+        ph, pw = np.shape(pred)[:2]
+        raise InvalidArgument(
+            f"pred is {pw}x{ph} but rgb is {np.shape(rgb)[1]}x{np.shape(rgb)[0]}: give the RGB image the depth "
+            "belongs to",
+            field="rgb",
+        )
+    metres = estimate_metric_depth(reference, rgb, flip_aug=flip_aug)
+    return depth_metrics(pred, metres, samples=samples, seed=seed)
+
+
 # --------------------------------------------------------------------------------------------- resampling
 def resize_bicubic(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize ``[h, w]`` to ``size`` (H, W) like ``torch.nn.functional.interpolate(mode="bicubic",
@@ -347,6 +370,7 @@ __all__ = [
     "postprocess_zoedepth",
     "preprocess_dpt",
     "preprocess_zoedepth",
+    "reference_depth_metrics",
     "resize_bicubic",
     "runtime_predictor",
     "torch_predictor",
