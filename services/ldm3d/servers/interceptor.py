@@ -13,6 +13,7 @@ import uuid
 
 import grpc
 
+from ..errors import InvalidArgument
 from . import metrics
 from .logs import REQUEST_ID_KEY, request_id
 from .status import to_status
@@ -31,13 +32,39 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         method = details.method
         header_id = dict(details.invocation_metadata or ()).get(REQUEST_ID_KEY, "")
         quiet = method.startswith(_QUIET_PREFIXES)
+        parse = _lenient(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _unary(handler.unary_unary, method, header_id, quiet),
-                request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+                request_deserializer=parse, response_serializer=handler.response_serializer)
         return grpc.unary_stream_rpc_method_handler(
             _stream(handler.unary_stream, method, header_id, quiet),
-            request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+            request_deserializer=parse, response_serializer=handler.response_serializer)
+
+
+class _Undecodable:
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _lenient(deserialize):
+    """Bytes that do not parse become a value the handler refuses with INVALID_ARGUMENT (gRPC would say UNKNOWN)."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception as exc:  # noqa: BLE001 - DecodeError and friends
+            return _Undecodable(exc)
+
+    return parse
+
+
+def _check_decoded(request, method: str):
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(f"the request is not a valid {method.rsplit('/', 1)[-1]} request message "
+                              f"({request.error})", field="request")
 
 
 def _bind_request_id(request, header_id: str) -> str:
@@ -77,9 +104,10 @@ class _Call:
 
 def _unary(behavior, method: str, header_id: str, quiet: bool):
     async def handle(request, context):
-        _bind_request_id(request, header_id)
         call = _Call(method, quiet)
         try:
+            _check_decoded(request, method)
+            _bind_request_id(request, header_id)
             return await behavior(request, context)
         except asyncio.CancelledError:
             call.code = "CANCELLED"
@@ -94,9 +122,10 @@ def _unary(behavior, method: str, header_id: str, quiet: bool):
 
 def _stream(behavior, method: str, header_id: str, quiet: bool):
     async def handle(request, context):
-        _bind_request_id(request, header_id)
         call = _Call(method, quiet)
         try:
+            _check_decoded(request, method)
+            _bind_request_id(request, header_id)
             async for response in behavior(request, context):
                 yield response
         except (GeneratorExit, asyncio.CancelledError):
