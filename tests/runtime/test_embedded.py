@@ -60,7 +60,7 @@ def test_metadata_ready_and_one_session_per_version(exported_repository):
     meta = rt.metadata("unet")
     assert meta.version == 1 and meta.platform == "onnxruntime_onnx"
     assert [(t.name, t.dtype, t.shape) for t in meta.inputs] == [
-        ("sample", "float32", ("batch", 4, "height", "width")), ("timestep", "float32", ("batch",)),
+        ("sample", "float32", ("batch", 4, "h", "w")), ("timestep", "float32", ("batch",)),
         ("encoder_hidden_states", "float32", ("batch", "sequence", 32))]
     session = rt._sessions[("unet", 1)].session
     rt.infer("unet", _inputs("unet", np.random.default_rng(0)), version=1)

@@ -34,15 +34,15 @@ EXTERNAL_DATA = "model.onnx.data"
 PROTOBUF_LIMIT = 2 * 1024**3  # protobuf cannot hold a graph ≥ 2 GiB: weights go to external data
 TOLERANCE = {"fp32": 1e-3, "fp16": 3e-2}  # max |onnx − torch| / max(1, max |torch|)
 
-# Symbolic axes per tensor (ONNX dim_param names). Batch is dynamic everywhere; spatial axes for U-Net and VAE.
+# Symbolic axes per tensor (ONNX dim_param names, the same as MODEL_IO's). Batch is dynamic everywhere; spatial axes for U-Net and VAE.
 DYNAMIC_AXES = {
     "text_encoder": {"input_ids": {0: "batch", 1: "sequence"}, "last_hidden_state": {0: "batch", 1: "sequence"}},
-    "unet": {"sample": {0: "batch", 2: "height", 3: "width"}, "timestep": {0: "batch"},
-             "encoder_hidden_states": {0: "batch", 1: "sequence"}, "out_sample": {0: "batch", 2: "height", 3: "width"}},
-    "vae_decoder": {"latent_sample": {0: "batch", 2: "height", 3: "width"},
-                    "sample": {0: "batch", 2: "image_height", 3: "image_width"}},
-    "vae_encoder": {"sample": {0: "batch", 2: "image_height", 3: "image_width"},
-                    "latent_parameters": {0: "batch", 2: "height", 3: "width"}},
+    "unet": {"sample": {0: "batch", 2: "h", 3: "w"}, "timestep": {0: "batch"},
+             "encoder_hidden_states": {0: "batch", 1: "sequence"}, "out_sample": {0: "batch", 2: "h", 3: "w"}},
+    "vae_decoder": {"latent_sample": {0: "batch", 2: "h", 3: "w"},
+                    "sample": {0: "batch", 2: "H", 3: "W"}},
+    "vae_encoder": {"sample": {0: "batch", 2: "H", 3: "W"},
+                    "latent_parameters": {0: "batch", 2: "h", 3: "w"}},
 }
 
 # checkpoint files stored with each version, so that a repository alone rebuilds the PipelineSpec
