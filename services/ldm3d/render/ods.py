@@ -67,11 +67,12 @@ def _left_eye(rgb, bg_rgb, radius, valid, threshold, size, a) -> np.ndarray:
     s = pixel_lon(w)
     shift_max = math.asin(min(a / float(radius.min()), 1.0)) if a > 0 else 0.0
     m = min(w, int(math.ceil(shift_max / (2 * math.pi / w))) + 2)
-    cols = np.concatenate([np.arange(w - m, w), np.arange(w)])  # source column of each extended sample
-    s_ext = np.concatenate([s[w - m :] - 2 * math.pi, s])
+    # (plus one wrapped sample on the right, so the last column is the start of a segment, not its end).
+    cols = np.concatenate([np.arange(w - m, w), np.arange(w), [0]])  # source column of each extended sample
+    s_ext = np.concatenate([s[w - m :] - 2 * math.pi, s, s[:1] + 2 * math.pi])
     r_ext = r[:, cols]
     v_ext = vrow[:, cols]
-    n = w + m
+    n = w + m + 1
 
     # 3. Where the left eye sees each sample, and the running maximum that decides visibility.
     shift = np.arcsin(np.minimum(a / r_ext, 1.0)) if a > 0 else np.zeros_like(r_ext)
@@ -92,7 +93,7 @@ def _left_eye(rgb, bg_rgb, radius, valid, threshold, size, a) -> np.ndarray:
 
     # 5. One record per segment, so each output pixel does a single gather: where the ray crosses the segment is
     #    frac = (λ − warp0) · inv, its colour c0 + frac · dc. A stretched segment (depth discontinuity, or the edge
-    #    of a cap) gets inv = 0 and its far end's colour: background extension, no smear.
+    #    of a cap) shows the background colour of its far end: background extension, no smear.
     r0, r1 = r_ext[:, :-1], r_ext[:, 1:]
     ang = np.float32(2 * math.pi / w) * np.cos(lat_o).astype(np.float32)[:, None]
     cut = np.abs(r0 - r1) > np.float32(threshold) * np.minimum(r0, r1) * np.maximum(ang, np.float32(1e-6))
@@ -100,20 +101,24 @@ def _left_eye(rgb, bg_rgb, radius, valid, threshold, size, a) -> np.ndarray:
     dw = warp[:, 1:] - warp[:, :-1]
     rec = np.empty((ho, n - 1, 8), dtype=np.float32)
     rec[..., 0] = warp[:, :-1]
+    # On a stretched segment the colour jumps to the background right after the near sample (a ray that meets the
+    # sample itself, as in a mono view at the input's size, still sees that sample's own colour).
     with np.errstate(divide="ignore"):
-        rec[..., 1] = np.where(cut | (dw <= 0), np.float32(0.0), np.float32(1.0) / dw)
+        rec[..., 1] = np.where(dw > 0, np.where(cut, np.float32(1e3), np.float32(1.0)) / dw, np.float32(0.0))
     t_ext = tex[:, cols]
-    c0, c1 = t_ext[:, :-1], t_ext[:, 1:]
-    far = (r1 > r0)[..., None]
-    bg = bg_rgb[y0].astype(np.float32) * (1 - fy[..., None]) + bg_rgb[y1].astype(np.float32) * fy[..., None]
-    b_ext = bg[:, cols]
-    rec[..., 2:5] = np.where(cut[..., None], np.where(far, b_ext[:, 1:], b_ext[:, :-1]), c0)
-    rec[..., 5:8] = np.where(cut[..., None], np.float32(0.0), c1 - c0)
+    rec[..., 2:5] = t_ext[:, :-1]
+    rec[..., 5:8] = t_ext[:, 1:] - t_ext[:, :-1]
+    ci, cj = np.nonzero(cut)  # few: only these need the background colour of their far end
+    if len(ci):
+        cf = cols[np.where(r1[ci, cj] > r0[ci, cj], cj + 1, cj)]
+        fyc = fy[ci]
+        far = bg_rgb[y0[ci], cf].astype(np.float32) * (1 - fyc) + bg_rgb[y1[ci], cf].astype(np.float32) * fyc
+        rec[ci, cj, 5:8] = far - rec[ci, cj, 2:5]
 
     # 6. The per-pixel pass.
     flat = (np.arange(ho, dtype=np.int32) * np.int32(n - 1))[:, None] + seg
     g = np.take(rec.reshape(-1, 8), flat.reshape(-1), axis=0).reshape(ho, wo, 8)
-    lam = pixel_lon(wo, np.float32)[None, :]
+    lam = pixel_lon(wo).astype(np.float32)[None, :]  # rounded like s_ext: equal angles compare equal
     frac = np.clip((lam - g[..., 0]) * g[..., 1], np.float32(0.0), np.float32(1.0))
     out = g[..., 2:5] + g[..., 5:8] * frac[..., None]
     out += np.float32(0.5)

@@ -52,7 +52,7 @@ def trace(pano: Panorama, origin, direction, step: float | None = None) -> tuple
     n = math.sqrt(sum(float(v) ** 2 for v in direction))
     dx, dy, dz = (float(v) / n for v in direction)
     r = pano.radius
-    step = step or float(r.min()) / 400.0
+    step = step or float(r.min()) / 150.0
 
     def outside(t: float) -> bool:
         x, y, z = ox + t * dx, oy + t * dy, oz + t * dz

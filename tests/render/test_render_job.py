@@ -1,0 +1,124 @@
+"""The render job and the ``ldm3d render`` CLI end to end: artifacts, meshes read back by open3d, bad input."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ldm3d.cli import main
+from ldm3d.codec import read_depth, read_rgb, write_png
+from ldm3d.errors import Cancelled, ResourceExhausted
+from ldm3d.render import RenderLimits, RenderSpec, render_job
+
+needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (apt-get install ffmpeg)")
+
+
+@needs_ffmpeg
+def test_cli_renders_ods_video_360_video_and_meshes(pano_files, tmp_path, capsys):
+    from ldm3d.render.video import probe
+
+    rgb, depth = pano_files
+    out = tmp_path / "out"
+    code = main(["render", "--rgb", str(rgb), "--depth", str(depth), "--out", str(out), "--ods", "--path", "dolly",
+                 "--seconds", "0.5", "--fps", "8", "--size", "64x36", "--stereo", "--video360", "--eye-size", "128x64",
+                 "--mesh", "ply,glb"])
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["dolly.mp4", "dolly_360.mp4", "mesh.glb", "mesh.ply", "ods.png"]
+    assert Image.open(out / "ods.png").size == (128, 128)  # two 2:1 eyes stacked: square
+    info = probe(out / "dolly.mp4")
+    assert (info["nb_frames"], info["width"], info["height"]) == (4, 128, 36)  # side by side
+    info360 = probe(out / "dolly_360.mp4")
+    assert (info360["nb_frames"], info360["width"], info360["height"]) == (4, 128, 128)
+    assert {d["side_data_type"] for d in info360["side_data"]} == {"Stereo 3D", "Spherical Mapping"}
+    err = capsys.readouterr().err
+    assert "render" in err and "100%" in err  # the progress bar
+
+
+def test_meshes_open_in_open3d(pano_files, tmp_path):
+    import open3d as o3d
+
+    rgb, depth = pano_files
+    result = render_job(RenderSpec(rgb=read_rgb(rgb), depth=read_depth(depth), meshes=("ply", "glb")), tmp_path)
+    ply = o3d.io.read_triangle_mesh(str(tmp_path / "mesh.ply"))
+    faces = result.artifacts[0].metadata["faces"]
+    assert len(ply.triangles) == faces and ply.has_vertex_colors()
+    assert np.linalg.norm(np.asarray(ply.vertices), axis=1).max() <= 2.0 * 1.5 + 1e-5
+    glb = o3d.io.read_triangle_mesh(str(tmp_path / "mesh.glb"))
+    assert len(glb.triangles) == faces and glb.has_triangle_uvs()
+    uv = np.asarray(glb.triangle_uvs)
+    assert uv.min() >= 0 and uv.max() <= 1 + 1 / 256 + 1e-6
+    assert any(np.asarray(t).shape == (128, 256, 3) for t in glb.textures)  # the panorama, embedded
+    full = 2 * 256 * 127 + 2 * 256
+    assert 0 < full - faces < 1000  # the disc's rim (a depth discontinuity) is cut, nothing else
+
+
+def test_job_without_out_dir_returns_bytes_and_reports_progress(pano_files):
+    rgb, depth = pano_files
+    seen = []
+    result = render_job(RenderSpec(rgb=read_rgb(rgb), depth=read_depth(depth), ods=True, mono360=True),
+                        progress=lambda done, total, msg: seen.append((done, total, msg)))
+    assert [a.name for a in result.artifacts] == ["ods.png", "mono360.png"]
+    assert all(a.path is None and a.data.startswith(b"\x89PNG") for a in result.artifacts)
+    assert seen == [(1, 2, "ODS stereo still"), (2, 2, "mono 360 still")]
+
+
+@needs_ffmpeg
+def test_cancelled_job_leaves_no_video(pano_files, tmp_path):
+    rgb, depth = pano_files
+    frames = []
+
+    def cancelled():
+        return len(frames) >= 3
+
+    spec = RenderSpec(rgb=read_rgb(rgb), depth=read_depth(depth), path="look-around", seconds=1, fps=10, size=(32, 16))
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        render_job(spec, out, progress=lambda d, t, m: frames.append(d), cancelled=cancelled)
+    assert frames == [1, 2, 3] and list(out.iterdir()) == []
+
+
+def test_limits_are_resource_exhausted(pano_files):
+    rgb, depth = read_rgb(pano_files[0]), read_depth(pano_files[1])
+    with pytest.raises(ResourceExhausted, match="frames, over the limit"):
+        render_job(RenderSpec(rgb=rgb, depth=depth, path="orbit", seconds=1000, fps=60))
+    with pytest.raises(ResourceExhausted, match="size"):
+        render_job(RenderSpec(rgb=rgb, depth=depth, path="orbit", seconds=1, size=(20000, 10000)))
+    with pytest.raises(ResourceExhausted, match="rgb"):
+        render_job(RenderSpec(rgb=rgb, depth=depth, ods=True), limits=RenderLimits(max_input_pixels=1000))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--path", "orbit", "--seconds", "100000"], "over the limit"),
+        (["--projection", "equirect", "--rgb", "SQUARE", "--depth", "SQD"], "2:1"),
+        (["--depth", "DEPTH8"], "16-bit"),
+        (["--depth", "SMALL"], "same size"),
+        (["--path", "spiral"], "orbit, dolly, look-around"),
+        (["--size", "641x360", "--path", "orbit"], "even"),
+        (["--mesh", "obj"], "ply, glb"),
+        (["--depth-strength", "3"], "depth_strength"),
+        (["--rgb", "MISSING"], "no such file"),
+    ],
+)
+def test_bad_input_gives_a_clear_error_and_no_files(pano_files, tmp_path, capsys, extra, message):
+    rgb, depth = pano_files
+    square = tmp_path / "square.png"
+    write_png(square, np.zeros((64, 64, 3), np.uint8))
+    depth8 = tmp_path / "depth8.png"
+    Image.fromarray(np.zeros((128, 256), np.uint8)).save(depth8)
+    small = tmp_path / "small.png"
+    write_png(small, np.zeros((64, 128), np.uint16))
+    write_png(tmp_path / "sqd.png", np.zeros((64, 64), np.uint16))
+    subst = {"SQUARE": square, "SQD": tmp_path / "sqd.png", "DEPTH8": depth8, "SMALL": small,
+             "MISSING": tmp_path / "nope.png"}
+    extra = [str(subst.get(a, a)) for a in extra]
+    args = ["render", "--rgb", str(rgb), "--depth", str(depth), "--out", str(tmp_path / "out"), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("ldm3d render: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
