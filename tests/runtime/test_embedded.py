@@ -155,3 +155,14 @@ def test_bad_inputs(exported_repository):
         rt.infer("text_encoder", {"input_ids": np.zeros((1, 77), np.float32)})
     # same kind, other width: converted (int32 ids are common)
     assert rt.infer("text_encoder", {"input_ids": np.zeros((1, 77), np.int32)})["last_hidden_state"].shape == (1, 77, 32)
+
+
+def test_pipeline_from_repository_matches_torch(exported_repository, tiny_model):
+    from ldm3d.pipeline import GenerateParams, LDM3DPipeline
+
+    params = GenerateParams("a red barn", height=64, width=64, steps=3, seed=11)
+    want = LDM3DPipeline.from_checkpoint(tiny_model)(params)
+    got = LDM3DPipeline.from_repository(exported_repository)(params)
+    assert got.metadata["model"]["versions"] == {m: 1 for m in ("text_encoder", "unet", "vae_decoder", "vae_encoder")}
+    np.testing.assert_allclose(got.decoded, want.decoded, atol=1e-3)
+    assert [np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(got.rgb, want.rgb)] == [True]
