@@ -177,6 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     models = build_cpu_repository(args.repository, args.cpu_repository)
     server = TritonServer(args.cpu_repository, args.grpc_port, args.http_port, [] if args.no_load else models,
                           address=args.address)
+    # the server runs in its own session (so Ctrl-C in a terminal reaches only us): forward SIGTERM/SIGINT to it
+    def _stop(signum, _frame):
+        server.stop()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _stop)
     server.start(timeout_s=300)
     print(f"tritonserver serving {', '.join(models)} from {args.repository} on grpc {server.url} (Ctrl-C stops it)",
           flush=True)
@@ -185,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         server.stop()
         return 0
+    finally:
+        server.stop()
 
 
 if __name__ == "__main__":
