@@ -120,3 +120,31 @@ def test_read_config_round_trip(exported_repository):
     assert cfg["parameters"] == [{"key": "intra_op_thread_count", "value": {"string_value": "1"}}]
     with pytest.raises(InvalidArgument, match="missing"):
         pbtxt.loads('input [ { name: "x" ')
+
+
+def test_committed_configs_are_triton_configs_for_intel_ldm3d(tiny_model, tmp_path):
+    """The committed model_repository/ configs parse as Triton ModelConfig and declare MODEL_IO at SD v1.4 sizes;
+    exporting another architecture into a copy with no versions rewrites only the tensor sections."""
+    import shutil
+    from pathlib import Path
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    committed = Path(__file__).resolve().parents[2] / "model_repository"
+    for model in DIFFUSION_MODELS:
+        pb = text_format.Parse((committed / model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert pb.name == model and pb.platform == "onnxruntime_onnx"
+        assert [t.name for t in pb.input] == list(MODEL_IO[model]["inputs"])
+        assert [t.name for t in pb.output] == list(MODEL_IO[model]["outputs"])
+    assert read_config(committed / "unet/config.pbtxt").input("encoder_hidden_states").dims == (-1, 768)
+    assert read_config(committed / "vae_decoder/config.pbtxt").output("sample").dims == (6, -1, -1)
+
+    repo = tmp_path / "model_repository"
+    shutil.copytree(committed, repo, ignore=shutil.ignore_patterns("[0-9]*"))
+    cfg = repo / "unet" / "config.pbtxt"
+    cfg.write_text(cfg.read_text() + 'parameters { key: "intra_op_thread_count" value: { string_value: "2" } }\n')
+    export_checkpoint(tiny_model, repo, models=("unet",))
+    unet = read_config(cfg)
+    assert unet.input("encoder_hidden_states").dims == (-1, 32) and unet.parameters == {"intra_op_thread_count": "2"}
+    assert "dynamic_batching" in unet.raw
