@@ -80,7 +80,7 @@ def test_camera_paths_stay_inside_and_move():
     for name in ("orbit", "dolly", "look-around"):
         cams = path_cameras(name, 24, 12.0, 2.0, 75.0)
         assert len(cams) == 24
-        assert max(np.linalg.norm(c.position) for c in cams) <= 0.8 + 1e-9  # well inside r_min = R/2
+        assert max(np.linalg.norm(c.position) for c in cams) <= 0.5 + 1e-9  # well inside r_min = R/2
         assert len({(c.position, c.yaw, c.pitch) for c in cams}) > 12
     cap = path_cameras("look-around", 8, 8.0, 2.0, 60.0, cap_hfov=90.0)
     assert max(abs(c.yaw) for c in cap) <= 15.0 + 1e-9

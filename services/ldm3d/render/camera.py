@@ -9,7 +9,7 @@ surface whatever the scene's scale:
 
 * ``orbit``: the classic 3D-photo swirl: the camera circles ``0.15 R`` around the origin in the plane facing forward
   while keeping its eye on the point straight ahead at ``R``.
-* ``dolly``: the camera moves straight forward to ``0.4 R`` and back (dolly in, dolly out), looking ahead.
+* ``dolly``: the camera moves straight forward to ``0.25 R`` and back (dolly in, dolly out), looking ahead.
 * ``look-around``: the camera stays at the origin and turns a full circle (a panorama) or pans across the cap of a
   normal photo (±(cap − view)/2) and back.
 * a JSON file: ``{"keyframes": [{"t": 0, "position": [0, 0, 0], "yaw": 0, "pitch": 0, "hfov": 90}, ...]}`` with
@@ -91,7 +91,7 @@ def path_cameras(
             out.append(Camera(pos, yaw, pitch, hfov))
         return out
     if name == "dolly":
-        return [Camera((0.0, 0.0, -0.4 * radius * math.sin(math.pi * u)), 0.0, 0.0, hfov) for u in us]
+        return [Camera((0.0, 0.0, -0.25 * radius * math.sin(math.pi * u)), 0.0, 0.0, hfov) for u in us]
     if name == "look-around":
         if cap_hfov is None:
             return [Camera((0.0, 0.0, 0.0), 360.0 * u, 0.0, hfov) for u in us]

@@ -23,6 +23,8 @@ end (``Panorama.background_rgb``: background extension) instead of a smear betwe
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -36,13 +38,19 @@ def render_equirect(pano: Panorama, size: tuple[int, int], eye: str = "mono", ip
     if eye not in EYES:
         raise ValueError(f"eye must be one of {EYES}, got {eye!r}")
     a = 0.0 if eye == "mono" else ipd / 2.0
-    if eye != "right":
-        return _left_eye(pano.rgb, pano.background_rgb, pano.radius, pano.valid, pano.edge_threshold, size, a)
-    mirrored = _left_eye(
-        pano.rgb[:, ::-1], pano.background_rgb[:, ::-1], pano.radius[:, ::-1], pano.valid[:, ::-1],
-        pano.edge_threshold, size, a,
-    )
-    return np.ascontiguousarray(mirrored[:, ::-1])
+    src = (pano.rgb, pano.background_rgb, pano.radius, pano.valid)
+    if eye == "right":
+        src = tuple(np.ascontiguousarray(x[:, ::-1]) for x in src)
+    # Rows are independent and numpy releases the GIL in its loops: one band of rows per core.
+    ho = size[1]
+    n = max(1, min(os.cpu_count() or 1, 8, ho // 16))
+    bounds = [(ho * i // n, ho * (i + 1) // n) for i in range(n)]
+    if n == 1:
+        out = _left_eye(*src, pano.edge_threshold, size, a, bounds[0])
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            out = np.concatenate(list(pool.map(lambda b: _left_eye(*src, pano.edge_threshold, size, a, b), bounds)))
+    return np.ascontiguousarray(out[:, ::-1]) if eye == "right" else out
 
 
 def render_ods(pano: Panorama, size: tuple[int, int], ipd: float = 0.064) -> np.ndarray:
@@ -50,11 +58,12 @@ def render_ods(pano: Panorama, size: tuple[int, int], ipd: float = 0.064) -> np.
     return np.concatenate([render_equirect(pano, size, "left", ipd), render_equirect(pano, size, "right", ipd)], axis=0)
 
 
-def _left_eye(rgb, bg_rgb, radius, valid, threshold, size, a) -> np.ndarray:
-    wo, ho = size
+def _left_eye(rgb, bg_rgb, radius, valid, threshold, size, a, rows) -> np.ndarray:
+    wo = size[0]
     h, w = radius.shape
     # 1. Each output row samples the surface along its own latitude: interpolate radius and colour between rows.
-    lat_o = pixel_lat(ho)
+    lat_o = pixel_lat(size[1])[rows[0] : rows[1]]
+    ho = len(lat_o)
     y = np.clip((0.5 - lat_o / math.pi) * h - 0.5, 0.0, h - 1.0)
     y0 = np.minimum(np.floor(y).astype(np.int64), max(h - 2, 0))
     y1 = np.minimum(y0 + 1, h - 1)

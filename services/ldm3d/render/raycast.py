@@ -12,34 +12,65 @@ the frame is a resampling of the panorama (:func:`sample_directions`).
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from .camera import Camera
-from .geometry import Panorama, SphereMesh, build_mesh, lon_lat, pixel_lat, pixel_lon
+from .geometry import Panorama, SphereMesh, build_mesh, pixel_lat, pixel_lon
 
 
 def sample_directions(pano: Panorama, dirs: np.ndarray) -> np.ndarray:
     """Panorama colour (bilinear, wrapping at the ±180° seam) in each direction ``[..., 3]`` → ``uint8 [..., 3]``."""
-    lon, lat = lon_lat(dirs)
-    return sample_lonlat(pano.rgb, lon, lat)
+    return Texture(pano.rgb).sample_directions(dirs)
 
 
 def sample_lonlat(rgb: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    x = (lon + math.pi) * (w / (2 * math.pi)) - 0.5
-    y = np.clip((math.pi / 2 - lat) * (h / math.pi) - 0.5, 0.0, h - 1.0)
-    x0 = np.floor(x)
-    fx = (x - x0).astype(np.float32)[..., None]
-    x0 = x0.astype(np.int64) % w
-    x1 = (x0 + 1) % w
-    y0 = np.minimum(np.floor(y).astype(np.int64), max(h - 2, 0))
-    y1 = np.minimum(y0 + 1, h - 1)
-    fy = (y - y0).astype(np.float32)[..., None]
-    flat = rgb.reshape(-1, 3).astype(np.float32)
-    top = flat[y0 * w + x0] * (1 - fx) + flat[y0 * w + x1] * fx
-    bot = flat[y1 * w + x0] * (1 - fx) + flat[y1 * w + x1] * fx
-    return np.clip(top * (1 - fy) + bot * fy + 0.5, 0, 255).astype(np.uint8)
+    return Texture(rgb).sample(lon, lat)
+
+
+class Texture:
+    """An equirectangular image prepared for many bilinear look-ups: float32, the first column repeated at the end."""
+
+    def __init__(self, rgb: np.ndarray):
+        self.h, self.w = rgb.shape[:2]
+        self.flat = np.concatenate([rgb, rgb[:, :1]], axis=1).astype(np.float32).reshape(-1, 3)
+
+    def sample_directions(self, dirs: np.ndarray) -> np.ndarray:
+        # Large frames are shaded in bands of rows, one per core (numpy releases the GIL in its loops).
+        n = min(os.cpu_count() or 1, 8)
+        if dirs.ndim < 3 or dirs.shape[0] < 2 * n or dirs[..., 0].size < 250_000:
+            return self._sample_directions(dirs)
+        bands = np.array_split(np.arange(dirs.shape[0]), n)
+        with ThreadPoolExecutor(n) as pool:
+            parts = pool.map(lambda b: self._sample_directions(dirs[b[0] : b[-1] + 1]), bands)
+            return np.concatenate(list(parts))
+
+    def _sample_directions(self, dirs: np.ndarray) -> np.ndarray:
+        x, y, z = dirs[..., 0], dirs[..., 1], dirs[..., 2]
+        return self.sample(np.arctan2(x, -z), np.arctan2(y, np.hypot(x, z)))
+
+    def sample(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        h, w = self.h, self.w
+        x = (lon.astype(np.float32) + np.float32(math.pi)) * np.float32(w / (2 * math.pi)) - np.float32(0.5)
+        x = np.where(x < 0, x + np.float32(w), x)  # the half pixel left of the first centre wraps to the last
+        y = np.clip((np.float32(math.pi / 2) - lat.astype(np.float32)) * np.float32(h / math.pi) - np.float32(0.5),
+                    0.0, h - 1.0)
+        x0 = np.minimum(x.astype(np.int32), w - 1)
+        y0 = np.minimum(y.astype(np.int32), max(h - 2, 0))
+        fx = (x - x0)[..., None]
+        fy = (y - y0)[..., None]
+        i00 = y0 * (w + 1) + x0
+        i10 = i00 + (w + 1) if h > 1 else i00
+        t = self.flat
+        top = np.take(t, i00, axis=0)  # np.take gathers rows ~4x faster than fancy indexing
+        top += (np.take(t, i00 + 1, axis=0) - top) * fx
+        bot = np.take(t, i10, axis=0)
+        bot += (np.take(t, i10 + 1, axis=0) - bot) * fx
+        top += (bot - top) * fy
+        top += np.float32(0.5)
+        return np.clip(top, 0, 255).astype(np.uint8)
 
 
 class MeshScene:
@@ -57,8 +88,8 @@ class MeshScene:
             o3d.core.Tensor(np.ascontiguousarray(self.mesh.faces, dtype=np.uint32)),
         )
         fv = self.mesh.vertices[self.mesh.far_vertex.astype(np.int64)]
-        lon, lat = lon_lat(fv)
-        self._far_color = sample_lonlat(pano.background_rgb, lon, lat)  # [F, 3]
+        self._far_color = Texture(pano.background_rgb).sample_directions(fv)  # [F, 3]
+        self._texture = Texture(pano.rgb)
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         """Colours ``uint8 [..., 3]`` for rays with origins and directions ``[..., 3]`` (broadcast together)."""
@@ -70,13 +101,14 @@ class MeshScene:
         t = ans["t_hit"].numpy().reshape(shape)
         prim = ans["primitive_ids"].numpy().reshape(shape)
         hit = np.isfinite(t)
-        tt = np.where(hit, t, 0.0).astype(np.float32)[..., None]
-        p = rays[..., :3] + tt * rays[..., 3:]
-        out = sample_directions(self.pano, p)
+        t[~hit] = 0.0
+        p = rays[..., 3:] * t[..., None]
+        p += rays[..., :3]
+        out = self._texture.sample_directions(p)
         out[~hit] = 0
-        prim_ok = np.where(hit, prim, 0).astype(np.int64)
-        stretched = hit & self.mesh.stretched[prim_ok]
-        out[stretched] = self._far_color[prim_ok[stretched]]
+        prim = np.where(hit, prim, 0)
+        stretched = hit & self.mesh.stretched[prim]
+        out[stretched] = self._far_color[prim[stretched]]
         return out
 
 
@@ -86,7 +118,7 @@ def render_perspective(
     """One pinhole frame ``uint8 [H, W, 3]``; ``scene`` is needed (built once) unless the eye is at the origin."""
     origin, dirs = camera.rays(size, eye_offset)
     if float(np.linalg.norm(origin)) < 1e-9:
-        return sample_directions(pano, dirs)
+        return scene._texture.sample_directions(dirs) if scene is not None else sample_directions(pano, dirs)
     if scene is None:
         scene = MeshScene(pano)
     return scene.cast(origin.astype(np.float32), dirs)

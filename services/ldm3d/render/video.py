@@ -74,6 +74,7 @@ def write_mp4(
             Path(tmp).write_bytes(inject_spherical(data, spherical))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp made it 0600; the finished file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         proc.kill()
@@ -81,6 +82,12 @@ def write_mp4(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def probe(path: str | os.PathLike) -> dict:
