@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
 import time
 
 import numpy as np
-
 from ldm3d.render.camera import Camera
 from ldm3d.render.geometry import pixel_lat, pixel_lon, prepare_panorama
 from ldm3d.render.ods import render_ods
@@ -80,8 +78,10 @@ def main() -> int:
     mesh_scene.cast(np.zeros(3, np.float32), np.array([[0, 0, -1]], np.float32))  # open3d builds its BVH lazily
     build = time.perf_counter() - t0
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"# panorama {args.pano[0]}x{args.pano[1]}, mesh {len(mesh_scene.mesh.faces):,} triangles "
-          f"(build + BVH {build:.2f} s); {os.cpu_count()} cores, load average {load:.2f}")
+    print(
+        f"# panorama {args.pano[0]}x{args.pano[1]}, mesh {len(mesh_scene.mesh.faces):,} triangles "
+        f"(build + BVH {build:.2f} s); {os.cpu_count()} cores, load average {load:.2f}"
+    )
     res = {}
 
     # 1. The floor: one ray at a time in Python.
@@ -97,28 +97,36 @@ def main() -> int:
     rays = 2 * ew * eh
     wall, cpu, _ = timed(lambda: render_ods(pano, (ew, eh)), args.repeat)
     res.update(ods_wall_s=wall, ods_cpu_s=cpu, ods_rays_per_s=rays / wall)
-    print(f"scanline    ODS stereo {ew}x{eh}/eye ({rays / 1e6:.1f} M rays) {wall:6.2f} s wall {cpu:6.2f} s CPU "
-          f"{rays / wall:12,.0f} rays/s  x{rays / wall / ref_rps:,.0f} vs reference  "
-          f"[target <= 3 s: {'met' if wall <= 3 else 'MISSED'}]")
+    print(
+        f"scanline    ODS stereo {ew}x{eh}/eye ({rays / 1e6:.1f} M rays) {wall:6.2f} s wall {cpu:6.2f} s CPU "
+        f"{rays / wall:12,.0f} rays/s  x{rays / wall / ref_rps:,.0f} vs reference  "
+        f"[target <= 3 s: {'met' if wall <= 3 else 'MISSED'}]"
+    )
     if not args.skip_open3d_ods:
         t0, c0 = time.perf_counter(), time.process_time()
         render_ods_raycast(mesh_scene, (ew, eh))
         o_wall, o_cpu = time.perf_counter() - t0, time.process_time() - c0
         res.update(ods_open3d_wall_s=o_wall, ods_open3d_rays_per_s=rays / o_wall)
-        print(f"open3d      ODS stereo, RaycastingScene + shading    {o_wall:6.2f} s wall {o_cpu:6.2f} s CPU "
-              f"{rays / o_wall:12,.0f} rays/s  scanline is x{o_wall / wall:.1f} faster")
+        print(
+            f"open3d      ODS stereo, RaycastingScene + shading    {o_wall:6.2f} s wall {o_cpu:6.2f} s CPU "
+            f"{rays / o_wall:12,.0f} rays/s  scanline is x{o_wall / wall:.1f} faster"
+        )
 
     # 3. Perspective frames.
     fw, fh = args.frame
-    for label, cam in (("origin", Camera(yaw=30, pitch=5, hfov=75)),
-                       ("moved ", Camera((0.25, 0.1, -0.4), yaw=20, pitch=5, hfov=75))):
-        wall, cpu, _ = timed(lambda: render_perspective(pano, cam, (fw, fh), mesh_scene), args.repeat)
+    for label, cam in (
+        ("origin", Camera(yaw=30, pitch=5, hfov=75)),
+        ("moved ", Camera((0.25, 0.1, -0.4), yaw=20, pitch=5, hfov=75)),
+    ):
+        wall, cpu, _ = timed(lambda cam=cam: render_perspective(pano, cam, (fw, fh), mesh_scene), args.repeat)
         key = label.strip()
         res[f"frame_{key}_wall_s"] = wall
         how = "resampling" if key == "origin" else "open3d cast "
-        print(f"perspective {fw}x{fh} camera at {label} ({how})  {wall:6.3f} s wall {cpu:6.3f} s CPU "
-              f"{1 / wall:6.2f} frames/s {fw * fh / wall:12,.0f} rays/s  x{fw * fh / wall / ref_rps:,.0f} vs reference  "
-              f"[target <= 0.3 s: {'met' if wall <= 0.3 else 'MISSED'}]")
+        print(
+            f"perspective {fw}x{fh} camera at {label} ({how})  {wall:6.3f} s wall {cpu:6.3f} s CPU "
+            f"{1 / wall:6.2f} frames/s {fw * fh / wall:12,.0f} rays/s  x{fw * fh / wall / ref_rps:,.0f} vs reference  "
+            f"[target <= 0.3 s: {'met' if wall <= 0.3 else 'MISSED'}]"
+        )
     print(json.dumps({k: round(v, 4) for k, v in res.items()}))
     return 0
 

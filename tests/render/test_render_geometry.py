@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from ldm3d.errors import InvalidArgument
 from ldm3d.render.geometry import (
     build_mesh,
@@ -80,7 +79,7 @@ def test_mesh_is_closed_faces_inward_and_uvs_are_exact():
     # Each vertex sits at its pixel's radius, in its pixel's direction.
     grid_v = mesh.vertices[: h * (w + 1)].reshape(h, w + 1, 3)[:, :w]
     np.testing.assert_allclose(np.linalg.norm(grid_v, axis=-1), pano.radius, rtol=1e-5)
-    lo, la = lon_lat(grid_v)
+    lo, _la = lon_lat(grid_v)
     np.testing.assert_allclose(lo[0], pixel_lon(w), atol=1e-5)
     assert not mesh.stretched.any()
 

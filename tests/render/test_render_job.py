@@ -6,12 +6,11 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from ldm3d.cli import main
 from ldm3d.codec import read_depth, read_rgb, write_png
 from ldm3d.errors import Cancelled, ResourceExhausted
 from ldm3d.render import RenderLimits, RenderSpec, render_job
+from PIL import Image
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg (apt-get install ffmpeg)")
 
@@ -22,9 +21,32 @@ def test_cli_renders_ods_video_360_video_and_meshes(pano_files, tmp_path, capsys
 
     rgb, depth = pano_files
     out = tmp_path / "out"
-    code = main(["render", "--rgb", str(rgb), "--depth", str(depth), "--out", str(out), "--ods", "--path", "dolly",
-                 "--seconds", "0.5", "--fps", "8", "--size", "64x36", "--stereo", "--video360", "--eye-size", "128x64",
-                 "--mesh", "ply,glb"])
+    code = main(
+        [
+            "render",
+            "--rgb",
+            str(rgb),
+            "--depth",
+            str(depth),
+            "--out",
+            str(out),
+            "--ods",
+            "--path",
+            "dolly",
+            "--seconds",
+            "0.5",
+            "--fps",
+            "8",
+            "--size",
+            "64x36",
+            "--stereo",
+            "--video360",
+            "--eye-size",
+            "128x64",
+            "--mesh",
+            "ply,glb",
+        ]
+    )
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
     assert names == ["dolly.mp4", "dolly_360.mp4", "mesh.glb", "mesh.ply", "ods.png"]
@@ -59,8 +81,10 @@ def test_meshes_open_in_open3d(pano_files, tmp_path):
 def test_job_without_out_dir_returns_bytes_and_reports_progress(pano_files):
     rgb, depth = pano_files
     seen = []
-    result = render_job(RenderSpec(rgb=read_rgb(rgb), depth=read_depth(depth), ods=True, mono360=True),
-                        progress=lambda done, total, msg: seen.append((done, total, msg)))
+    result = render_job(
+        RenderSpec(rgb=read_rgb(rgb), depth=read_depth(depth), ods=True, mono360=True),
+        progress=lambda done, total, msg: seen.append((done, total, msg)),
+    )
     assert [a.name for a in result.artifacts] == ["ods.png", "mono360.png"]
     assert all(a.path is None and a.data.startswith(b"\x89PNG") for a in result.artifacts)
     assert seen == [(1, 2, "ODS stereo still"), (2, 2, "mono 360 still")]
@@ -114,8 +138,13 @@ def test_bad_input_gives_a_clear_error_and_no_files(pano_files, tmp_path, capsys
     small = tmp_path / "small.png"
     write_png(small, np.zeros((64, 128), np.uint16))
     write_png(tmp_path / "sqd.png", np.zeros((64, 64), np.uint16))
-    subst = {"SQUARE": square, "SQD": tmp_path / "sqd.png", "DEPTH8": depth8, "SMALL": small,
-             "MISSING": tmp_path / "nope.png"}
+    subst = {
+        "SQUARE": square,
+        "SQD": tmp_path / "sqd.png",
+        "DEPTH8": depth8,
+        "SMALL": small,
+        "MISSING": tmp_path / "nope.png",
+    }
     extra = [str(subst.get(a, a)) for a in extra]
     args = ["render", "--rgb", str(rgb), "--depth", str(depth), "--out", str(tmp_path / "out"), *extra]
     assert main(args) == 2

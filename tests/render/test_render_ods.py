@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-
 from ldm3d.render.geometry import pixel_lat, pixel_lon, prepare_panorama
 from ldm3d.render.ods import render_equirect, render_ods
 from ldm3d.render.reference import render_ods_reference

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-
 from ldm3d.render.camera import Camera, look_at_angles, path_cameras
 from ldm3d.render.geometry import pixel_lat, pixel_lon, prepare_panorama
 from ldm3d.render.raycast import MeshScene, render_perspective
@@ -92,8 +91,16 @@ def test_keyframes_file(tmp_path):
     from ldm3d.errors import InvalidArgument
 
     p = tmp_path / "move.json"
-    p.write_text(json.dumps({"keyframes": [{"t": 0, "position": [0, 0, 0], "yaw": 0},
-                                           {"t": 1, "position": [0, 0, -0.5], "yaw": 40, "hfov": 50}]}))
+    p.write_text(
+        json.dumps(
+            {
+                "keyframes": [
+                    {"t": 0, "position": [0, 0, 0], "yaw": 0},
+                    {"t": 1, "position": [0, 0, -0.5], "yaw": 40, "hfov": 50},
+                ]
+            }
+        )
+    )
     cams = path_cameras(str(p), 5, 4.0, 2.0, 70.0)
     assert cams[2].position == pytest.approx((0, 0, -0.25)) and cams[2].yaw == pytest.approx(20.0)
     assert cams[2].hfov == pytest.approx(60.0) and cams[4].position == pytest.approx((0, 0, -0.5))

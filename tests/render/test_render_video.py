@@ -8,7 +8,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from ldm3d.render.spherical import inject_spherical, iter_boxes, st3d_box, sv3d_box
 from ldm3d.render.video import probe, write_mp4
 
@@ -42,7 +41,7 @@ def test_box_layout_follows_the_rfc():
     st3d = st3d_box("top-bottom")
     assert st3d == struct.pack(">I4sIB", 13, b"st3d", 0, 1)
     sv3d = sv3d_box("ldm3d")
-    (kind, _, _, size), = list(iter_boxes(sv3d))
+    ((kind, _, _, size),) = list(iter_boxes(sv3d))
     assert kind == b"sv3d" and size == len(sv3d)
     kids = [(k, s) for k, _, _, s in iter_boxes(sv3d, 8)]
     assert kids == [(b"svhd", 12 + len(b"ldm3d\0")), (b"proj", 8 + 24 + 28)]  # prhd 24, equi 28 bytes
@@ -52,8 +51,9 @@ def test_box_layout_follows_the_rfc():
 def test_injection_keeps_chunk_offsets_right_when_moov_comes_first(tmp_path):
     flat = write_mp4(tmp_path / "flat.mp4", iter(_frames(6, 64, 64)), (64, 64), fps=6)
     fast = tmp_path / "fast.mp4"
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(flat), "-c", "copy", "-movflags", "+faststart",
-                    str(fast)], check=True)
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y", "-i", str(flat), "-c", "copy", "-movflags", "+faststart", str(fast)], check=True
+    )
     data = fast.read_bytes()
     kinds = [k for k, *_ in iter_boxes(data)]
     assert kinds.index(b"moov") < kinds.index(b"mdat")
@@ -61,8 +61,9 @@ def test_injection_keeps_chunk_offsets_right_when_moov_comes_first(tmp_path):
     injected.write_bytes(inject_spherical(data, "mono"))
 
     def md5s(p):
-        out = subprocess.run(["ffmpeg", "-v", "error", "-i", str(p), "-f", "framemd5", "-"], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(p), "-f", "framemd5", "-"], check=True, capture_output=True, text=True
+        ).stdout
         return [line.split(",")[-1].strip() for line in out.splitlines() if not line.startswith("#")]
 
     assert md5s(injected) == md5s(fast) and len(md5s(fast)) == 6  # every frame decodes to the same pixels

@@ -36,33 +36,57 @@ def register(subparsers) -> None:
     io.add_argument("--depth", required=True, help="16-bit grayscale depth PNG of the same size (larger = nearer)")
     io.add_argument("--out", required=True, help="output folder (created if missing)")
     g = p.add_argument_group("geometry")
-    g.add_argument("--projection", choices=("auto", "equirect", "cap"), default="auto",
-                   help="auto: 2:1 → equirect, anything else → cap")
+    g.add_argument(
+        "--projection",
+        choices=("auto", "equirect", "cap"),
+        default="auto",
+        help="auto: 2:1 → equirect, anything else → cap",
+    )
     g.add_argument("--cap-hfov", type=float, default=90.0, help="horizontal FOV (deg) of a non-panoramic input")
-    g.add_argument("--depth-mapping", choices=("linear", "disparity"), default="linear",
-                   help="linear: r = R(1 + s(0.5 - d)); disparity: 1/r = (1 + s(d - 0.5))/R")
+    g.add_argument(
+        "--depth-mapping",
+        choices=("linear", "disparity"),
+        default="linear",
+        help="linear: r = R(1 + s(0.5 - d)); disparity: 1/r = (1 + s(d - 0.5))/R",
+    )
     g.add_argument("--depth-strength", type=float, default=1.0, help="s in the mappings, 0 <= s < 2")
     g.add_argument("--normalize-depth", action="store_true", help="stretch the image's own depth range to 0..1")
     g.add_argument("--radius", type=float, default=2.0, help="sphere radius R in metres (d = 0.5 lies on it)")
     g.add_argument("--ipd", type=float, default=0.064, help="interpupillary distance in metres")
-    g.add_argument("--edge-threshold", type=float, default=10.0,
-                   help="slope (tan of angle to the sphere) above which an edge is a depth discontinuity")
+    g.add_argument(
+        "--edge-threshold",
+        type=float,
+        default=10.0,
+        help="slope (tan of angle to the sphere) above which an edge is a depth discontinuity",
+    )
     o = p.add_argument_group("outputs")
     o.add_argument("--ods", action="store_true", help="ODS stereo still ods.png, top-bottom, left eye on top")
     o.add_argument("--mono", action="store_true", help="mono 360 still mono360.png")
-    o.add_argument("--eye-size", type=_size, default=None,
-                   help="per-eye size of 360 stills/videos, WxH with W = 2H (default: the panorama's)")
-    o.add_argument("--path", default=None,
-                   help="camera move: orbit, dolly, look-around or a keyframes .json file → <path>.mp4")
+    o.add_argument(
+        "--eye-size",
+        type=_size,
+        default=None,
+        help="per-eye size of 360 stills/videos, WxH with W = 2H (default: the panorama's)",
+    )
+    o.add_argument(
+        "--path", default=None, help="camera move: orbit, dolly, look-around or a keyframes .json file → <path>.mp4"
+    )
     o.add_argument("--seconds", type=float, default=8.0, help="length of the camera move")
     o.add_argument("--fps", type=float, default=30.0, help="frames per second")
     o.add_argument("--size", type=_size, default=(1920, 1080), help="frame size per eye, WxH (even)")
-    o.add_argument("--hfov", type=float, default=None,
-                   help="camera horizontal FOV in degrees (default 75, or 0.75 x --cap-hfov for a photo)")
+    o.add_argument(
+        "--hfov",
+        type=float,
+        default=None,
+        help="camera horizontal FOV in degrees (default 75, or 0.75 x --cap-hfov for a photo)",
+    )
     o.add_argument("--stereo", action="store_true", help="side-by-side stereo camera move (left eye on the left)")
     o.add_argument("--crf", type=int, default=18, help="x264 quality (0 lossless .. 51 worst)")
-    o.add_argument("--video360", action="store_true",
-                   help="also a 360 ODS top-bottom MP4 from the path's positions (<path>_360.mp4, spherical metadata)")
+    o.add_argument(
+        "--video360",
+        action="store_true",
+        help="also a 360 ODS top-bottom MP4 from the path's positions (<path>_360.mp4, spherical metadata)",
+    )
     o.add_argument("--mesh", default="", help="comma-separated mesh formats: ply, glb")
     o.add_argument("--mesh-step", type=int, default=1, help="one mesh vertex per k×k pixels")
     p.set_defaults(func=run)
@@ -79,11 +103,29 @@ def run(args) -> int:
     depth = read_depth(args.depth, field="--depth")
     ods = args.ods or not (args.mono or args.path or meshes)
     spec = RenderSpec(
-        rgb=rgb, depth=depth, projection=args.projection, cap_hfov=args.cap_hfov, depth_mapping=args.depth_mapping,
-        depth_strength=args.depth_strength, normalize_depth=args.normalize_depth, radius=args.radius, ipd=args.ipd,
-        edge_threshold=args.edge_threshold, ods=ods, mono360=args.mono, eye_size=args.eye_size, path=args.path,
-        seconds=args.seconds, fps=args.fps, size=args.size, view_hfov=args.hfov, stereo=args.stereo, crf=args.crf,
-        video360=args.video360, meshes=meshes, mesh_step=args.mesh_step,
+        rgb=rgb,
+        depth=depth,
+        projection=args.projection,
+        cap_hfov=args.cap_hfov,
+        depth_mapping=args.depth_mapping,
+        depth_strength=args.depth_strength,
+        normalize_depth=args.normalize_depth,
+        radius=args.radius,
+        ipd=args.ipd,
+        edge_threshold=args.edge_threshold,
+        ods=ods,
+        mono360=args.mono,
+        eye_size=args.eye_size,
+        path=args.path,
+        seconds=args.seconds,
+        fps=args.fps,
+        size=args.size,
+        view_hfov=args.hfov,
+        stereo=args.stereo,
+        crf=args.crf,
+        video360=args.video360,
+        meshes=meshes,
+        mesh_step=args.mesh_step,
     )
     from tqdm import tqdm
 
@@ -102,9 +144,11 @@ def run(args) -> int:
         if bar is not None:
             bar.close()
     if result.projection == "cap":
-        print(f"note: {args.rgb} is not 2:1, so it was mapped onto a {args.cap_hfov:g}° cap of the sphere "
-              f"(panorama {result.panorama_size[0]}x{result.panorama_size[1]}); --cap-hfov changes that",
-              file=sys.stderr)
+        print(
+            f"note: {args.rgb} is not 2:1, so it was mapped onto a {args.cap_hfov:g}° cap of the sphere "
+            f"(panorama {result.panorama_size[0]}x{result.panorama_size[1]}); --cap-hfov changes that",
+            file=sys.stderr,
+        )
     for a in result.artifacts:
         print(a.path)
     return 0

@@ -17,6 +17,16 @@ from .job import Artifact, RenderLimits, RenderResult, RenderSpec, render_job
 from .ods import render_equirect, render_ods
 
 __all__ = [
-    "Artifact", "Camera", "Panorama", "RenderLimits", "RenderResult", "RenderSpec", "build_mesh", "path_cameras",
-    "prepare_panorama", "render_equirect", "render_job", "render_ods",
+    "Artifact",
+    "Camera",
+    "Panorama",
+    "RenderLimits",
+    "RenderResult",
+    "RenderSpec",
+    "build_mesh",
+    "path_cameras",
+    "prepare_panorama",
+    "render_equirect",
+    "render_job",
+    "render_ods",
 ]

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +108,7 @@ def path_cameras(
         raise InvalidArgument(f"path: {name!r} is not valid JSON ({exc})", field="path") from None
     frames = data.get("keyframes") if isinstance(data, dict) else data
     if not isinstance(frames, list):
-        raise InvalidArgument(f"path: {name!r} must hold {{\"keyframes\": [...]}} or a list of keyframes", field="path")
+        raise InvalidArgument(f'path: {name!r} must hold {{"keyframes": [...]}} or a list of keyframes', field="path")
     return _keyframes(frames, n_frames, fps, hfov)
 
 
@@ -123,11 +123,13 @@ def _keyframes(frames: list, n_frames: int, fps: float, hfov: float) -> list[Cam
             row = pos + [float(k.get("yaw", 0.0)), float(k.get("pitch", 0.0)), float(k.get("hfov", hfov))]
         except (AttributeError, TypeError, ValueError):
             raise InvalidArgument(
-                f"path: keyframe {i} must be an object like {{\"t\": 0, \"position\": [0, 0, 0], \"yaw\": 0}}",
+                f'path: keyframe {i} must be an object like {{"t": 0, "position": [0, 0, 0], "yaw": 0}}',
                 field="path",
             ) from None
         if len(pos) != 3 or not all(math.isfinite(x) for x in row + [t]):
-            raise InvalidArgument(f"path: keyframe {i} needs a finite 3-element position and finite numbers", field="path")
+            raise InvalidArgument(
+                f"path: keyframe {i} needs a finite 3-element position and finite numbers", field="path"
+            )
         if not (1.0 <= row[5] <= 170.0):
             raise InvalidArgument(f"path: keyframe {i} has hfov {row[5]}; use 1..170 degrees", field="path")
         ts.append(t)
@@ -138,7 +140,3 @@ def _keyframes(frames: list, n_frames: int, fps: float, hfov: float) -> list[Cam
     times = np.arange(n_frames) / fps
     vals = np.stack([np.interp(times, ts_a, rows_a[:, c]) for c in range(6)], axis=-1)
     return [Camera(tuple(v[:3]), v[3], v[4], v[5]) for v in vals]
-
-
-def with_hfov(cam: Camera, hfov: float) -> Camera:
-    return replace(cam, hfov=hfov)

@@ -77,7 +77,9 @@ def check_depth_params(mapping: str, strength: float, radius: float) -> None:
     if mapping not in DEPTH_MAPPINGS:
         raise invalid("depth_mapping", mapping, f"use one of {', '.join(DEPTH_MAPPINGS)}")
     if not (0.0 <= strength < 2.0):
-        raise invalid("depth_strength", strength, "use 0 <= strength < 2 (2 would put d=1 at the origin or d=0 at infinity)")
+        raise invalid(
+            "depth_strength", strength, "use 0 <= strength < 2 (2 would put d=1 at the origin or d=0 at infinity)"
+        )
     if not (radius > 0.0 and math.isfinite(radius)):
         raise invalid("radius", radius, "use a positive sphere radius in metres")
 
@@ -172,7 +174,9 @@ def prepare_panorama(
     else:
         pano_rgb, r, valid = _cap_to_equirect(rgb, r, hfov_deg, radius)
     if not (edge_threshold > 0):
-        raise invalid("edge_threshold", edge_threshold, "use a positive threshold (tangent of the edge's slope), e.g. 10")
+        raise invalid(
+            "edge_threshold", edge_threshold, "use a positive threshold (tangent of the edge's slope), e.g. 10"
+        )
     sh, sv = stretched_edges(r, edge_threshold)
     # Edges leaving the cap are boundaries, not discontinuities between content: mark them so nothing smears.
     sh |= valid != np.roll(valid, -1, axis=1)
@@ -222,7 +226,7 @@ def _cap_to_equirect(rgb: np.ndarray, r: np.ndarray, hfov_deg: float, radius: fl
     h, w = r.shape
     f = (w / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
     # Equirect resolution that matches the photo's pixel pitch at its centre (1/f radians per pixel).
-    pw = int(round(2.0 * math.pi * f / 2.0)) * 2
+    pw = round(2.0 * math.pi * f / 2.0) * 2
     pw = max(64, min(pw, 8192))
     ph = pw // 2
     vfov = 2.0 * math.atan((h / 2.0) / f)
@@ -287,9 +291,11 @@ class SphereMesh:
     stretched: np.ndarray
     far_vertex: np.ndarray
 
-    def without_stretched(self) -> "SphereMesh":
+    def without_stretched(self) -> SphereMesh:
         keep = ~self.stretched
-        return SphereMesh(self.vertices, self.uvs, self.colors, self.faces[keep], self.stretched[keep], self.far_vertex[keep])
+        return SphereMesh(
+            self.vertices, self.uvs, self.colors, self.faces[keep], self.stretched[keep], self.far_vertex[keep]
+        )
 
 
 def build_mesh(pano: Panorama, step: int = 1) -> SphereMesh:
@@ -327,7 +333,9 @@ def build_mesh(pano: Panorama, step: int = 1) -> SphereMesh:
     top = np.tile(np.array([0.0, top_r, 0.0]), (gw, 1))
     bot = np.tile(np.array([0.0, -bot_r, 0.0]), (gw, 1))
     verts = np.concatenate([gv, top, bot]).astype(np.float32)
-    uvs = np.concatenate([guv, np.stack([pole_u, np.zeros(gw)], -1), np.stack([pole_u, np.ones(gw)], -1)]).astype(np.float32)
+    uvs = np.concatenate([guv, np.stack([pole_u, np.zeros(gw)], -1), np.stack([pole_u, np.ones(gw)], -1)]).astype(
+        np.float32
+    )
     cols = np.concatenate([gcol, np.tile(rgb[0].mean(0), (gw, 1)), np.tile(rgb[-1].mean(0), (gw, 1))])
     cols = np.clip(np.rint(cols), 0, 255).astype(np.uint8)
     radii = np.concatenate([gr, np.full(gw, top_r), np.full(gw, bot_r)])

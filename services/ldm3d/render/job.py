@@ -19,9 +19,9 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -112,7 +112,7 @@ def path_name(path) -> str:
 
 
 def n_frames(spec: RenderSpec) -> int:
-    return max(1, int(round(spec.seconds * spec.fps)))
+    return max(1, round(spec.seconds * spec.fps))
 
 
 def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
@@ -130,7 +130,11 @@ def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
         if ew != 2 * eh:
             raise invalid("eye_size", f"{ew}x{eh}", "360 images are equirectangular: width must be twice the height")
     if spec.path is not None:
-        if not isinstance(spec.path, (list, tuple)) and spec.path not in PATHS and not str(spec.path).lower().endswith(".json"):
+        if (
+            not isinstance(spec.path, (list, tuple))
+            and spec.path not in PATHS
+            and not str(spec.path).lower().endswith(".json")
+        ):
             raise invalid("path", spec.path, f"use one of {', '.join(PATHS)} or a keyframes .json file")
         if not (0 < spec.fps <= 240) or not math.isfinite(spec.fps):
             raise invalid("fps", spec.fps, "use a frame rate in (0, 240]")
@@ -190,7 +194,9 @@ class _Sink:
 
     def add(self, name: str, media_type: str, data: bytes, **metadata) -> None:
         if self.out_dir is not None:
-            self.artifacts.append(Artifact(name, media_type, write_bytes_atomic(self.out_dir / name, data), None, metadata))
+            self.artifacts.append(
+                Artifact(name, media_type, write_bytes_atomic(self.out_dir / name, data), None, metadata)
+            )
         else:
             self.artifacts.append(Artifact(name, media_type, None, data, metadata))
 
@@ -248,8 +254,13 @@ def render_job(
         def frame_iter():
             for cam in cams:
                 if spec.stereo:
-                    yield np.concatenate([render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2),
-                                          render_perspective(pano, cam, (w, h), scene, spec.ipd / 2)], axis=1)
+                    yield np.concatenate(
+                        [
+                            render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2),
+                            render_perspective(pano, cam, (w, h), scene, spec.ipd / 2),
+                        ],
+                        axis=1,
+                    )
                 else:
                     yield render_perspective(pano, cam, (w, h), scene)
 
@@ -258,9 +269,18 @@ def render_job(
         vsize = (2 * w if spec.stereo else w, h)
         sink.video(
             name,
-            lambda write, p: write(p, frame_iter(), vsize, spec.fps, spec.crf,
-                                   on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}")),
-            frames=frames, fps=spec.fps, size=vsize, stereo="left-right" if spec.stereo else "mono",
+            lambda write, p: write(
+                p,
+                frame_iter(),
+                vsize,
+                spec.fps,
+                spec.crf,
+                on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}"),
+            ),
+            frames=frames,
+            fps=spec.fps,
+            size=vsize,
+            stereo="left-right" if spec.stereo else "mono",
         )
 
     # 4. A 360 video: ODS from each of the path's camera positions (orientation stays world-fixed).
@@ -272,14 +292,27 @@ def render_job(
         def ods_iter():
             for cam in cams:
                 c = np.asarray(cam.position, dtype=np.float64)
-                yield render_ods(pano, eye, spec.ipd) if np.linalg.norm(c) == 0 else render_ods_raycast(
-                    scene, eye, spec.ipd, centre=c)
+                yield (
+                    render_ods(pano, eye, spec.ipd)
+                    if np.linalg.norm(c) == 0
+                    else render_ods_raycast(scene, eye, spec.ipd, centre=c)
+                )
 
         sink.video(
             f"{path_name(spec.path)}_360.mp4",
-            lambda write, p: write(p, ods_iter(), (eye[0], 2 * eye[1]), spec.fps, spec.crf, spherical="top-bottom",
-                                   on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}")),
-            frames=frames, fps=spec.fps, size=(eye[0], 2 * eye[1]), stereo="top-bottom",
+            lambda write, p: write(
+                p,
+                ods_iter(),
+                (eye[0], 2 * eye[1]),
+                spec.fps,
+                spec.crf,
+                spherical="top-bottom",
+                on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}"),
+            ),
+            frames=frames,
+            fps=spec.fps,
+            size=(eye[0], 2 * eye[1]),
+            stereo="top-bottom",
         )
 
     # 5. Meshes (stretched faces left out: a gap at a depth edge, not a smear).
@@ -297,7 +330,13 @@ def render_job(
 def panorama_for(spec: RenderSpec) -> Panorama:
     """The displaced sphere a spec describes (for callers that render frames themselves)."""
     return prepare_panorama(
-        spec.rgb, spec.depth, projection=spec.projection, hfov_deg=spec.cap_hfov, depth_mapping=spec.depth_mapping,
-        depth_strength=spec.depth_strength, normalize_depth=spec.normalize_depth, radius=spec.radius,
+        spec.rgb,
+        spec.depth,
+        projection=spec.projection,
+        hfov_deg=spec.cap_hfov,
+        depth_mapping=spec.depth_mapping,
+        depth_strength=spec.depth_strength,
+        normalize_depth=spec.normalize_depth,
+        radius=spec.radius,
         edge_threshold=spec.edge_threshold,
     )

@@ -58,8 +58,12 @@ def glb_bytes(mesh: SphereMesh, texture_rgb: np.ndarray) -> bytes:
     idx = np.ascontiguousarray(faces.reshape(-1), dtype="<u4")
     png = encode_png(np.ascontiguousarray(texture_rgb))
     chunks, views, offset = [], [], 0
-    for data, target in ((pos.tobytes(), _GL_ARRAY_BUFFER), (uv.tobytes(), _GL_ARRAY_BUFFER),
-                         (idx.tobytes(), _GL_ELEMENT_ARRAY_BUFFER), (png, None)):
+    for data, target in (
+        (pos.tobytes(), _GL_ARRAY_BUFFER),
+        (uv.tobytes(), _GL_ARRAY_BUFFER),
+        (idx.tobytes(), _GL_ELEMENT_ARRAY_BUFFER),
+        (png, None),
+    ):
         view = {"buffer": 0, "byteOffset": offset, "byteLength": len(data)}
         if target is not None:
             view["target"] = target
@@ -74,17 +78,31 @@ def glb_bytes(mesh: SphereMesh, texture_rgb: np.ndarray) -> bytes:
         "scenes": [{"nodes": [0]}],
         "nodes": [{"mesh": 0, "name": "depthfusion_sphere"}],
         "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2, "material": 0}]}],
-        "materials": [{
-            "pbrMetallicRoughness": {"baseColorTexture": {"index": 0}, "metallicFactor": 0.0, "roughnessFactor": 1.0},
-            "doubleSided": True,
-            "extensions": {"KHR_materials_unlit": {}},
-        }],
+        "materials": [
+            {
+                "pbrMetallicRoughness": {
+                    "baseColorTexture": {"index": 0},
+                    "metallicFactor": 0.0,
+                    "roughnessFactor": 1.0,
+                },
+                "doubleSided": True,
+                "extensions": {"KHR_materials_unlit": {}},
+            }
+        ],
         "textures": [{"sampler": 0, "source": 0}],
-        "samplers": [{"magFilter": _GL_LINEAR, "minFilter": _GL_LINEAR, "wrapS": _GL_REPEAT, "wrapT": _GL_CLAMP_TO_EDGE}],
+        "samplers": [
+            {"magFilter": _GL_LINEAR, "minFilter": _GL_LINEAR, "wrapS": _GL_REPEAT, "wrapT": _GL_CLAMP_TO_EDGE}
+        ],
         "images": [{"bufferView": 3, "mimeType": "image/png"}],
         "accessors": [
-            {"bufferView": 0, "componentType": _GL_FLOAT, "count": len(pos), "type": "VEC3",
-             "min": pos.min(axis=0).tolist(), "max": pos.max(axis=0).tolist()},
+            {
+                "bufferView": 0,
+                "componentType": _GL_FLOAT,
+                "count": len(pos),
+                "type": "VEC3",
+                "min": pos.min(axis=0).tolist(),
+                "max": pos.max(axis=0).tolist(),
+            },
             {"bufferView": 1, "componentType": _GL_FLOAT, "count": len(uv), "type": "VEC2"},
             {"bufferView": 2, "componentType": _GL_UINT, "count": len(idx), "type": "SCALAR"},
         ],
@@ -97,6 +115,8 @@ def glb_bytes(mesh: SphereMesh, texture_rgb: np.ndarray) -> bytes:
     total = 12 + 8 + len(js) + 8 + len(binary)
     return (
         struct.pack("<4sII", b"glTF", 2, total)
-        + struct.pack("<I4s", len(js), b"JSON") + js
-        + struct.pack("<I4s", len(binary), b"BIN\0") + binary
+        + struct.pack("<I4s", len(js), b"JSON")
+        + js
+        + struct.pack("<I4s", len(binary), b"BIN\0")
+        + binary
     )

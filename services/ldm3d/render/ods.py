@@ -75,7 +75,7 @@ def _left_eye(rgb, bg_rgb, radius, valid, threshold, size, a, rows) -> np.ndarra
     # 2. Extend each row to the left by the widest angular shift so rays near the seam find their surface.
     s = pixel_lon(w)
     shift_max = math.asin(min(a / float(radius.min()), 1.0)) if a > 0 else 0.0
-    m = min(w, int(math.ceil(shift_max / (2 * math.pi / w))) + 2)
+    m = min(w, math.ceil(shift_max / (2 * math.pi / w)) + 2)
     # (plus one wrapped sample on the right, so the last column is the start of a segment, not its end).
     cols = np.concatenate([np.arange(w - m, w), np.arange(w), [0]])  # source column of each extended sample
     s_ext = np.concatenate([s[w - m :] - 2 * math.pi, s, s[:1] + 2 * math.pi])

@@ -55,8 +55,9 @@ class Texture:
         h, w = self.h, self.w
         x = (lon.astype(np.float32) + np.float32(math.pi)) * np.float32(w / (2 * math.pi)) - np.float32(0.5)
         x = np.where(x < 0, x + np.float32(w), x)  # the half pixel left of the first centre wraps to the last
-        y = np.clip((np.float32(math.pi / 2) - lat.astype(np.float32)) * np.float32(h / math.pi) - np.float32(0.5),
-                    0.0, h - 1.0)
+        y = np.clip(
+            (np.float32(math.pi / 2) - lat.astype(np.float32)) * np.float32(h / math.pi) - np.float32(0.5), 0.0, h - 1.0
+        )
         x0 = np.minimum(x.astype(np.int32), w - 1)
         y0 = np.minimum(y.astype(np.int32), max(h - 2, 0))
         fx = (x - x0)[..., None]

@@ -21,7 +21,7 @@ def _radius_at(r: np.ndarray, lon: float, lat: float) -> float:
     y = min(max((math.pi / 2 - lat) * h / math.pi - 0.5, 0.0), h - 1.0)
     x0 = math.floor(x)
     fx = x - x0
-    y0 = min(int(math.floor(y)), h - 2)
+    y0 = min(math.floor(y), h - 2)
     fy = y - y0
     a0, a1 = x0 % w, (x0 + 1) % w
     top = r[y0, a0] * (1 - fx) + r[y0, a1] * fx
@@ -35,7 +35,7 @@ def _color_at(rgb: np.ndarray, lon: float, lat: float) -> tuple[float, float, fl
     y = min(max((math.pi / 2 - lat) * h / math.pi - 0.5, 0.0), h - 1.0)
     x0 = math.floor(x)
     fx = x - x0
-    y0 = min(int(math.floor(y)), h - 2)
+    y0 = min(math.floor(y), h - 2)
     fy = y - y0
     a0, a1 = x0 % w, (x0 + 1) % w
     out = []

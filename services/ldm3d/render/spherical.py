@@ -53,7 +53,7 @@ def st3d_box(stereo_mode: str) -> bytes:
 
 def sv3d_box(metadata_source: str = "ldm3d", yaw: float = 0.0, pitch: float = 0.0, roll: float = 0.0) -> bytes:
     svhd = full_box(b"svhd", metadata_source.encode("utf-8") + b"\0")
-    prhd = full_box(b"prhd", struct.pack(">iii", *(int(round(v * 65536)) for v in (yaw, pitch, roll))))
+    prhd = full_box(b"prhd", struct.pack(">iii", *(round(v * 65536) for v in (yaw, pitch, roll))))
     equi = full_box(b"equi", struct.pack(">IIII", 0, 0, 0, 0))  # full sphere: no cropping on any side
     return box(b"sv3d", svhd + box(b"proj", prhd + equi))
 
@@ -96,7 +96,7 @@ def inject_spherical(data: bytes, stereo_mode: str = "top-bottom", metadata_sour
     if moov is None:
         raise MP4Error("not an MP4 with a moov box")
     mdat_positions = [p for k, p, _, _ in top if k == b"mdat"]
-    m_pos, m_head, m_size = moov
+    m_pos, _m_head, m_size = moov
     new_moov, done = _rewrite(data[m_pos : m_pos + m_size], extra)
     if not done:
         raise MP4Error("the MP4 has no video track with a sample entry to carry spherical metadata")

@@ -13,8 +13,8 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -112,5 +112,3 @@ def probe(path: str | os.PathLike) -> dict:
         "pix_fmt": s["pix_fmt"],
         "side_data": s.get("side_data_list", []),
     }
-
-
