@@ -17,7 +17,7 @@ from ldm3d.render.geometry import (
     prepare_panorama,
 )
 
-from .conftest import smooth_pano
+from .synth import smooth_pano
 
 
 def test_axes_follow_360_player_conventions():

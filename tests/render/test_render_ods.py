@@ -11,7 +11,7 @@ from ldm3d.render.geometry import pixel_lat, pixel_lon, prepare_panorama
 from ldm3d.render.ods import render_equirect, render_ods
 from ldm3d.render.reference import render_ods_reference
 
-from .conftest import random_pano, smooth_pano
+from .synth import random_pano, smooth_pano
 
 
 def test_mono_from_origin_reproduces_the_panorama_exactly():

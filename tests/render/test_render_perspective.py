@@ -10,7 +10,7 @@ from ldm3d.render.camera import Camera, look_at_angles, path_cameras
 from ldm3d.render.geometry import pixel_lat, pixel_lon, prepare_panorama
 from ldm3d.render.raycast import MeshScene, render_perspective
 
-from .conftest import random_pano, smooth_pano
+from .synth import random_pano, smooth_pano
 
 
 def test_camera_orientation_pins_yaw_and_pitch():

@@ -13,7 +13,7 @@ import argparse
 import sys
 
 from ..codec import read_depth, read_rgb
-from ..errors import invalid
+from ..errors import LDM3DError, invalid
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -92,6 +92,20 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+# RenderSpec fields (shared with the gRPC API) whose flag is not simply "--" + the field with dashes.
+_FLAGS = {"view_hfov": "--hfov", "hfov": "--cap-hfov", "meshes": "--mesh", "mono360": "--mono", "frames": "--seconds"}
+
+
+def _with_flag(err: LDM3DError) -> LDM3DError:
+    """The same error, led by the command-line flag that caused it, so CLI users know what to change."""
+    if not err.field or err.field.startswith("--"):
+        return err
+    flag = _FLAGS.get(err.field, "--" + err.field.replace("_", "-"))
+    if flag in err.message:
+        return err
+    return type(err)(f"{flag}: {err.message}", field=flag)
+
+
 def run(args) -> int:
     from ..render import RenderSpec, render_job  # numpy-heavy imports only when the command runs
 
@@ -140,6 +154,8 @@ def run(args) -> int:
 
     try:
         result = render_job(spec, out_dir=args.out, progress=progress)
+    except LDM3DError as err:
+        raise _with_flag(err) from None
     finally:
         if bar is not None:
             bar.close()
