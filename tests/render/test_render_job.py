@@ -151,3 +151,25 @@ def test_bad_input_gives_a_clear_error_and_no_files(pano_files, tmp_path, capsys
     err = capsys.readouterr().err
     assert err.startswith("ldm3d render: error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
+
+
+def test_spec_arrays_must_be_8_bit_rgb_and_16_bit_depth(pano_files):
+    from ldm3d.errors import InvalidArgument
+
+    rgb, depth = read_rgb(pano_files[0]), read_depth(pano_files[1])
+    with pytest.raises(InvalidArgument, match="16-bit depth"):
+        render_job(RenderSpec(rgb=rgb, depth=depth.astype(np.float32) / 65535, ods=True))
+    with pytest.raises(InvalidArgument, match="8-bit RGB"):
+        render_job(RenderSpec(rgb=rgb.astype(np.float32), depth=depth, ods=True))
+
+
+def test_normalized_depth_and_coarse_meshes(pano_files):
+    from ldm3d.render.geometry import normalised_depth
+
+    d = np.array([[1000, 3000], [5000, 5000]], np.uint16)
+    np.testing.assert_allclose(normalised_depth(d, True), [[0, 0.5], [1, 1]], atol=1e-6)
+    np.testing.assert_allclose(normalised_depth(d, False), d / 65535, rtol=1e-6)
+    rgb, depth = read_rgb(pano_files[0]), read_depth(pano_files[1])
+    fine = render_job(RenderSpec(rgb=rgb, depth=depth, meshes=("ply",)))
+    coarse = render_job(RenderSpec(rgb=rgb, depth=depth, meshes=("ply",), mesh_step=4, normalize_depth=True))
+    assert coarse.artifacts[0].metadata["faces"] < fine.artifacts[0].metadata["faces"] / 10

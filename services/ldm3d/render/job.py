@@ -117,7 +117,14 @@ def n_frames(spec: RenderSpec) -> int:
 
 def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
     """Reject malformed or oversized requests before any work (no partial output)."""
-    h, w = spec.depth.shape[:2]
+    rgb, depth = np.asarray(spec.rgb), np.asarray(spec.depth)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise invalid("rgb", f"{rgb.dtype} {tuple(rgb.shape)}", "give 8-bit RGB, uint8 [H, W, 3] (codec.read_rgb)")
+    if depth.dtype != np.uint16 or depth.ndim != 2:
+        raise invalid(
+            "depth", f"{depth.dtype} {tuple(depth.shape)}", "give 16-bit depth, uint16 [H, W] (codec.read_depth)"
+        )
+    h, w = depth.shape
     if h * w > limits.max_input_pixels:
         raise ResourceExhausted(
             f"rgb is {w}x{h} ({w * h} pixels), over the limit of {limits.max_input_pixels}: downscale it", field="rgb"
