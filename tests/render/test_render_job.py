@@ -173,3 +173,15 @@ def test_normalized_depth_and_coarse_meshes(pano_files):
     fine = render_job(RenderSpec(rgb=rgb, depth=depth, meshes=("ply",)))
     coarse = render_job(RenderSpec(rgb=rgb, depth=depth, meshes=("ply",), mesh_step=4, normalize_depth=True))
     assert coarse.artifacts[0].metadata["faces"] < fine.artifacts[0].metadata["faces"] / 10
+
+
+def test_epipolar_renderer_through_the_job(pano_files):
+    rgb, depth = read_rgb(pano_files[0]), read_depth(pano_files[1])
+    spec = RenderSpec(rgb=rgb, depth=depth, path="orbit", seconds=0.25, fps=8, size=(32, 18), renderer="epipolar")
+    if shutil.which("ffmpeg"):
+        assert render_job(spec).artifacts[0].name == "orbit.mp4"
+    from ldm3d.errors import InvalidArgument
+
+    spec.renderer = "rasterise"
+    with pytest.raises(InvalidArgument, match="renderer"):
+        render_job(spec)

@@ -81,6 +81,12 @@ def register(subparsers) -> None:
         help="camera horizontal FOV in degrees (default 75, or 0.75 x --cap-hfov for a photo)",
     )
     o.add_argument("--stereo", action="store_true", help="side-by-side stereo camera move (left eye on the left)")
+    o.add_argument(
+        "--renderer",
+        choices=("raycast", "epipolar"),
+        default="raycast",
+        help="frames away from the origin: raycast (open3d, exact texture) or epipolar (faster, slightly softer)",
+    )
     o.add_argument("--crf", type=int, default=18, help="x264 quality (0 lossless .. 51 worst)")
     o.add_argument(
         "--video360",
@@ -136,6 +142,7 @@ def run(args) -> int:
         size=args.size,
         view_hfov=args.hfov,
         stereo=args.stereo,
+        renderer=args.renderer,
         crf=args.crf,
         video360=args.video360,
         meshes=meshes,

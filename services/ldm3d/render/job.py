@@ -31,7 +31,7 @@ from .camera import PATHS, path_cameras
 from .geometry import Panorama, build_mesh, prepare_panorama
 from .mesh_io import glb_bytes, ply_bytes
 from .ods import render_equirect, render_ods
-from .raycast import MeshScene, render_ods_raycast, render_perspective
+from .raycast import RENDERERS, MeshScene, render_ods_raycast, render_perspective
 
 MESH_FORMATS = ("ply", "glb")
 Progress = Callable[[int, int, str], None]
@@ -58,7 +58,8 @@ class RenderSpec:
     Outputs: ``ods`` (stereo still, top-bottom, left on top), ``mono360``, ``eye_size`` (per-eye ``(W, H)``; default
     the panorama's), ``path`` (orbit/dolly/look-around/a keyframes .json/a list of keyframes) with ``seconds``,
     ``fps``, ``size`` (per eye), ``view_hfov`` (default 75°, or 0.75 × cap_hfov for a cap), ``stereo`` (side by
-    side, left eye on the left), ``crf``; ``video360`` (ODS top-bottom MP4 from the path's positions at
+    side, left eye on the left), ``renderer`` for frames away from the origin (``raycast``: open3d, exact texture;
+    ``epipolar``: no mesh, faster, slightly softer), ``crf``; ``video360`` (ODS top-bottom MP4 from the path's positions at
     ``eye_size``); ``meshes`` (ply, glb) with ``mesh_step``.
     """
 
@@ -81,6 +82,7 @@ class RenderSpec:
     size: tuple[int, int] = (1920, 1080)
     view_hfov: float | None = None
     stereo: bool = False
+    renderer: str = "raycast"
     crf: int = 18
     video360: bool = False
     meshes: Sequence[str] = ()
@@ -156,6 +158,8 @@ def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
         _check_size("size", spec.size, limits.max_frame_pixels, even=True)
         if not (0 <= spec.crf <= 51):
             raise invalid("crf", spec.crf, "use an x264 CRF between 0 (lossless) and 51; 18 looks transparent")
+        if spec.renderer not in RENDERERS:
+            raise invalid("renderer", spec.renderer, f"use one of {', '.join(RENDERERS)}")
         if spec.view_hfov is not None and not (1.0 <= spec.view_hfov <= 170.0):
             raise invalid("view_hfov", spec.view_hfov, "use a field of view between 1 and 170 degrees")
     elif spec.video360:
@@ -254,7 +258,8 @@ def render_job(
         view_hfov = spec.view_hfov or (75.0 if pano.projection == "equirect" else 0.75 * spec.cap_hfov)
         cap = spec.cap_hfov if pano.projection == "cap" else None
         cams = path_cameras(spec.path, frames, spec.fps, spec.radius, view_hfov, cap)
-        if any(np.linalg.norm(c.position) > 0 for c in cams) or spec.stereo:
+        moved = any(np.linalg.norm(c.position) > 0 for c in cams) or spec.stereo
+        if moved and spec.renderer == "raycast":
             scene = MeshScene(pano)
         w, h = spec.size
 
@@ -263,13 +268,13 @@ def render_job(
                 if spec.stereo:
                     yield np.concatenate(
                         [
-                            render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2),
-                            render_perspective(pano, cam, (w, h), scene, spec.ipd / 2),
+                            render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2, spec.renderer),
+                            render_perspective(pano, cam, (w, h), scene, spec.ipd / 2, spec.renderer),
                         ],
                         axis=1,
                     )
                 else:
-                    yield render_perspective(pano, cam, (w, h), scene)
+                    yield render_perspective(pano, cam, (w, h), scene, renderer=spec.renderer)
 
         counter = iter(range(1, frames + 1))
         name = f"{path_name(spec.path)}.mp4"

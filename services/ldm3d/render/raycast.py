@@ -113,13 +113,29 @@ class MeshScene:
         return out
 
 
+RENDERERS = ("raycast", "epipolar")
+
+
 def render_perspective(
-    pano: Panorama, camera: Camera, size: tuple[int, int], scene: MeshScene | None = None, eye_offset: float = 0.0
+    pano: Panorama,
+    camera: Camera,
+    size: tuple[int, int],
+    scene: MeshScene | None = None,
+    eye_offset: float = 0.0,
+    renderer: str = "raycast",
 ) -> np.ndarray:
-    """One pinhole frame ``uint8 [H, W, 3]``; ``scene`` is needed (built once) unless the eye is at the origin."""
+    """One pinhole frame ``uint8 [H, W, 3]``.
+
+    At the origin it is a resampling. Elsewhere ``renderer="raycast"`` casts rays at ``scene`` (built once per
+    panorama; built here if None) and ``"epipolar"`` uses :mod:`.epipolar` (no mesh, slightly softer texture).
+    """
     origin, dirs = camera.rays(size, eye_offset)
     if float(np.linalg.norm(origin)) < 1e-9:
         return scene._texture.sample_directions(dirs) if scene is not None else sample_directions(pano, dirs)
+    if renderer == "epipolar":
+        from .epipolar import render_perspective_epipolar
+
+        return render_perspective_epipolar(pano, origin, dirs)
     if scene is None:
         scene = MeshScene(pano)
     return scene.cast(origin.astype(np.float32), dirs)

@@ -1,0 +1,218 @@
+"""Perspective frames from a camera away from the origin, by epipolar half-planes (no ray casting).
+
+Every ray from the camera centre ``c`` lies in a half-plane bounded by the line through the origin and ``c``. In
+such a half-plane, with ``e = c / |c|`` and ``θ`` the angle from ``e``, the surface is a polar curve ``r(θ)``
+(the sphere is star-shaped around the origin) and a surface point at ``θ`` is seen from ``c`` at the angle
+``β(θ) = atan2(r sin θ, r cos θ − |c|)`` from ``e``. ``β(θ) ≥ θ`` because ``c`` is inside, and the ray leaving ``c``
+at angle ``ψ`` exits the surface at the first ``θ`` where ``β(θ) ≥ ψ``: where the running maximum of ``β`` reaches
+``ψ`` — the argument of :mod:`.ods`, with half-planes for rows.
+
+So: sample ``r`` and the colours along ``K`` half-planes at the panorama's own angular pitch, take the running
+maximum of ``β`` along each, read off the colour of a uniform grid of ``ψ`` per half-plane (an intermediate
+"epipolar image" at about the output's angular resolution), and resample that image at each output pixel's
+``(half-plane angle, ψ)``. Near the epipole, where half-planes crowd together, pixels use every 2nd … 64th one, and
+each half-plane is only evaluated over the ψ its pixels need, so the work follows the frame's pixel count.
+Stretched segments (depth discontinuities) show the background colour of their far end, as everywhere else.
+
+Compared with ray casting (:mod:`.raycast`) visibility is the same (tests compare the two) and no BVH is built,
+but colours are interpolated twice (along the half-plane, then in the epipolar image), which softens fine texture
+slightly; so it is opt-in (``--renderer epipolar``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from .geometry import Panorama
+
+# The epipolar image's grid is this fraction of the frame's smallest pixel angle (finer = sharper, slower).
+GRID_PIXELS = 1.0
+# Samples along each half-plane per panorama pixel. Colours are interpolated between these samples, so this sets the
+# texture's sharpness (2: mean difference 4/255 from exact texturing on a pure-noise panorama, ~0.3/255 on a
+# natural one); the surface itself has no detail finer than one panorama pixel.
+THETA_OVERSAMPLE = 2
+
+
+def render_perspective_epipolar(pano: Panorama, origin: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    """Colours ``uint8 [H, W, 3]`` of rays from ``origin`` (inside the surface, not at the origin) along ``dirs``."""
+    c = np.asarray(origin, dtype=np.float64)
+    rho = float(np.linalg.norm(c))
+    e = c / rho
+    helper = np.array([0.0, 1.0, 0.0]) if abs(e[1]) < 0.9 else np.array([1.0, 0.0, 0.0])
+    b1 = np.cross(e, helper)
+    b1 /= np.linalg.norm(b1)
+    b2 = np.cross(e, b1)
+
+    # 1. Each pixel's half-plane angle χ (about e) and its angle ψ from e.
+    d = dirs.astype(np.float32)
+    x1 = d @ b1.astype(np.float32)
+    x2 = d @ b2.astype(np.float32)
+    x3 = d @ e.astype(np.float32)
+    chi = np.arctan2(x2, x1)
+    psi = np.arctan2(np.hypot(x1, x2), x3)
+
+    # 2. The epipolar grid: pitch from the frame's smallest pixel angle; χ spacing so neighbouring half-planes are
+    #    that far apart where they are widest apart in the frame (sin ψ).
+    h, w = d.shape[:2]
+    pix = _angle(d[h // 2, w // 2], d[h // 2, w // 2 - 1])  # the largest pixel angle: the centre's
+    dpsi = GRID_PIXELS * pix
+    chi_c = float(chi[h // 2, w // 2])
+    rel = np.remainder(chi - chi_c + np.float32(math.pi), np.float32(2 * math.pi)) - np.float32(math.pi)
+    full = bool(rel.min() < -0.9 * math.pi or rel.max() > 0.9 * math.pi or psi.min() < 2 * dpsi)
+    dchi = dpsi / max(float(np.sin(psi).max()), 1e-6)
+    if full:
+        kn = max(8, math.ceil(2 * math.pi / dchi / 64)) * 64  # a multiple of every level's step (below)
+        dchi = 2 * math.pi / kn
+        chi_lo = -math.pi
+        kf = np.remainder((chi - np.float32(chi_lo)) / np.float32(dchi), np.float32(kn))
+    else:
+        chi_lo = chi_c + float(rel.min()) - dchi
+        kn = math.ceil((float(rel.max()) - float(rel.min())) / dchi) + 3
+        kf = (rel + np.float32(chi_c - chi_lo)) / np.float32(dchi)
+    psi_lo = max(0.0, float(psi.min()) - dpsi)
+    mn = math.ceil((float(psi.max()) - psi_lo) / dpsi) + 2
+    mf = (psi - np.float32(psi_lo)) / np.float32(dpsi)
+
+    # 3. Each half-plane only needs the ψ that pixels next to it use (a ragged range per half-plane): without this
+    #    a frame that holds the epipole would pay for the whole disc of half-planes around it.
+    #    Near the epipole (small sin ψ) half-planes crowd together, so pixels there use every 2nd, 4th, … 64th
+    #    half-plane: the spacing they need is dpsi / sin ψ.
+    kf = kf.reshape(-1)
+    level = np.log2(np.float32(np.sin(psi).max()) / np.maximum(np.sin(psi.reshape(-1)), np.float32(1e-6)))
+    step = np.left_shift(1, np.clip(level, 0, 6).astype(np.int32)) if full else np.ones(kf.shape, np.int32)
+    k0 = (np.minimum(kf.astype(np.int32), kn - 1) // step) * step
+    k1 = (k0 + step) % kn if full else np.minimum(k0 + 1, kn - 1)
+    fk = np.clip((kf - k0) / step.astype(np.float32), 0, 1)[:, None]
+    m0 = np.minimum(np.clip(mf, 0, None).astype(np.int32), mn - 2).reshape(-1)
+    lo = np.full(kn, mn, dtype=np.int32)
+    hi = np.full(kn, -1, dtype=np.int32)
+    for ks in (k0, k1):
+        np.minimum.at(lo, ks, m0)
+        np.maximum.at(hi, ks, m0 + 1)
+    length = np.maximum(hi - lo + 1, 0)
+    lo = np.minimum(lo, mn - 1)
+
+    # 4. The epipolar image, one band of half-planes per core.
+    chis = chi_lo + dchi * np.arange(kn)
+    theta_max = psi_lo + dpsi * (int(hi.max()) + 1)
+    n = max(1, min(os.cpu_count() or 1, 8, kn // 8))
+    bands = np.array_split(np.arange(kn), n)
+
+    def band(ks):
+        return _epipolar_image(pano, e, b1, b2, rho, chis[ks], lo[ks], length[ks], theta_max, psi_lo, dpsi)
+
+    if n == 1:
+        img = band(bands[0])
+    else:
+        with ThreadPoolExecutor(n) as pool:
+            img = np.concatenate(list(pool.map(band, bands)))
+    off = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+
+    # 5. Resample it at every pixel (bilinear between the two nearest half-planes and ψ samples).
+    base = off - lo
+    i00 = base[k0] + m0
+    i10 = base[k1] + m0
+    fm = np.clip(mf.reshape(-1) - m0, 0, 1)[:, None]
+    a = np.take(img, i00, axis=0)
+    a += (np.take(img, i00 + 1, axis=0) - a) * fm
+    b = np.take(img, i10, axis=0)
+    b += (np.take(img, i10 + 1, axis=0) - b) * fm
+    a += (b - a) * fk
+    a += np.float32(0.5)
+    return np.clip(a, 0, 255).astype(np.uint8).reshape(h, w, 3)
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> float:
+    a = a / np.linalg.norm(a)
+    b = b / np.linalg.norm(b)
+    return float(2 * math.asin(min(1.0, np.linalg.norm(a - b) / 2)))
+
+
+def _epipolar_image(pano, e, b1, b2, rho, chis, lo, length, theta_max, psi_lo, dpsi) -> np.ndarray:
+    """``float32 [sum(length), 3]``: for each half-plane ``χ``, the colour seen from ``c`` at
+    ``ψ = psi_lo + m·dpsi`` for ``m`` in ``lo .. lo + length - 1``, half-plane after half-plane."""
+    ph, pw = pano.radius.shape
+    dtheta = 2 * math.pi / pw / THETA_OVERSAMPLE
+    nj = math.ceil(theta_max / dtheta) + 2
+    theta = (np.arange(nj) * dtheta).astype(np.float32)
+    k = len(chis)
+    u = np.cos(chis)[:, None] * b1[None, :] + np.sin(chis)[:, None] * b2[None, :]  # [K, 3]
+    ct, st = np.cos(theta), np.sin(theta)
+    wdir = ct[None, :, None] * e.astype(np.float32) + st[None, :, None] * u[:, None, :].astype(np.float32)  # [K,J,3]
+    lon = np.arctan2(wdir[..., 0], -wdir[..., 2])
+    lat = np.arctan2(wdir[..., 1], np.hypot(wdir[..., 0], wdir[..., 2]))
+    x = (lon + np.float32(math.pi)) * np.float32(pw / (2 * math.pi)) - np.float32(0.5)
+    y = np.clip((np.float32(math.pi / 2) - lat) * np.float32(ph / math.pi) - np.float32(0.5), 0, ph - 1)
+    r = _sample(pano.radius[..., None], x, y)[..., 0]
+    col = _sample(pano.rgb, x, y)
+    valid = pano.valid[np.rint(y).astype(np.int64), np.rint(x).astype(np.int64) % pw]
+
+    # Visibility along θ: the running maximum of the viewing angle β.
+    beta = np.arctan2(r * st[None, :], r * ct[None, :] - np.float32(rho))
+    run = np.maximum.accumulate(beta, axis=1)
+
+    # ψ sample m of half-plane k lies on segment j = max{j : run[k, j] <= ψ_m}. As in ods.py: scatter each
+    # segment's first sample and take a running maximum — here over the ragged rows laid end to end, with
+    # values k·nj + j so that each half-plane starts above everything before it.
+    total = int(length.sum())
+    off = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
+    kk = np.arange(k, dtype=np.int64)
+    m_start = np.ceil((run - np.float32(psi_lo)) / np.float32(dpsi) - np.float32(1e-4)).astype(np.int64)
+    rel = np.maximum(m_start - lo[:, None], 0)  # segments starting before the range start it
+    last = np.ones_like(rel, dtype=bool)
+    last[:, :-1] = rel[:, :-1] != rel[:, 1:]
+    seg = np.zeros(total + 1, dtype=np.int64)
+    has = length > 0
+    seg[off[has]] = kk[has] * nj
+    ok = last & (rel < length[:, None])
+    rows, js = np.nonzero(ok)
+    seg[off[rows] + rel[rows, js]] = rows * nj + js
+    # A ray whose ψ is below the first run value still starts on segment 0 of its half-plane (set above).
+    seg = np.maximum.accumulate(seg[:total])
+    plane = seg // nj
+    j = np.minimum(seg - plane * nj, nj - 2)
+
+    # One record per segment (as in ods.py): where the ray crosses it and the colour there; stretched segments
+    # jump to the background colour of their far end.
+    r0, r1 = r[:, :-1], r[:, 1:]
+    cut = np.abs(r0 - r1) > np.float32(pano.edge_threshold) * np.minimum(r0, r1) * np.float32(dtheta)
+    cut |= valid[:, :-1] != valid[:, 1:]
+    db = beta[:, 1:] - beta[:, :-1]
+    rec = np.empty((k, nj - 1, 8), dtype=np.float32)
+    rec[..., 0] = beta[:, :-1]
+    with np.errstate(divide="ignore"):
+        rec[..., 1] = np.where(db > 0, np.where(cut, np.float32(1e3), np.float32(1.0)) / db, np.float32(0.0))
+    rec[..., 2:5] = col[:, :-1]
+    rec[..., 5:8] = col[:, 1:] - col[:, :-1]
+    ci, cj = np.nonzero(cut)
+    if len(ci):
+        far = np.where(r1[ci, cj] > r0[ci, cj], cj + 1, cj)
+        bg = _sample(pano.background_rgb, x[ci, far], y[ci, far])
+        rec[ci, cj, 5:8] = bg - rec[ci, cj, 2:5]
+    g = np.take(rec.reshape(-1, 8), plane * (nj - 1) + j, axis=0)
+    m = np.arange(total, dtype=np.int64) - np.repeat(off - lo, length)
+    q = np.float32(psi_lo) + np.float32(dpsi) * m.astype(np.float32)
+    frac = np.clip((q - g[:, 0]) * g[:, 1], np.float32(0.0), np.float32(1.0))
+    return g[:, 2:5] + g[:, 5:8] * frac[:, None]
+
+
+def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Bilinear look-up in an equirect image ``[H, W, C]`` (wrapping in x) → float32 ``[..., C]``."""
+    h, w = img.shape[:2]
+    x = np.where(x < 0, x + np.float32(w), x)
+    x0 = np.minimum(x.astype(np.int32), w - 1)
+    y0 = np.minimum(y.astype(np.int32), max(h - 2, 0))
+    fx = (x - x0)[..., None]
+    fy = (y - y0)[..., None]
+    flat = img.reshape(h * w, -1).astype(np.float32)
+    x1 = np.where(x0 + 1 >= w, 0, x0 + 1)
+    y1 = np.minimum(y0 + 1, h - 1)
+    top = np.take(flat, y0 * w + x0, axis=0)
+    top += (np.take(flat, y0 * w + x1, axis=0) - top) * fx
+    bot = np.take(flat, y1 * w + x0, axis=0)
+    bot += (np.take(flat, y1 * w + x1, axis=0) - bot) * fx
+    return top + (bot - top) * fy
