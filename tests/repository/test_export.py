@@ -148,3 +148,16 @@ def test_committed_configs_are_triton_configs_for_intel_ldm3d(tiny_model, tmp_pa
     unet = read_config(cfg)
     assert unet.input("encoder_hidden_states").dims == (-1, 32) and unet.parameters == {"intra_op_thread_count": "2"}
     assert "dynamic_batching" in unet.raw
+
+
+def test_fp16_export_keeps_fp32_inputs_and_outputs(tiny_model, tmp_path):
+    from ldm3d.runtime.embedded import EmbeddedRuntime
+
+    (result,) = export_checkpoint(tiny_model, tmp_path / "repo", models=("vae_decoder",), fp16=True)
+    manifest = json.loads((result.path / "manifest.json").read_text())
+    assert manifest["export"]["precision"] == "fp16" and manifest["parity"]["tolerance"] == 3e-2
+    assert 0 < result.max_error <= 3e-2
+    inputs, outputs = onnx_io(result.path / "model.onnx")
+    assert [d for _, d, _ in inputs + outputs] == ["float32", "float32"]
+    out = EmbeddedRuntime(tmp_path / "repo").infer("vae_decoder", {"latent_sample": np.zeros((1, 4, 4, 4), np.float32)})
+    assert out["sample"].dtype == np.float32 and out["sample"].shape == (1, 6, 8, 8)

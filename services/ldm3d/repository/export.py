@@ -64,11 +64,9 @@ class ExportResult:
     seconds: float
 
 
-def _graphs(modules: dict, fp16: bool):
-    """torch.nn.Modules computing exactly the runtime's four graphs (float32 in, float32 out)."""
+def _graphs(modules: dict):
+    """torch.nn.Modules computing exactly the torch runtime's four graphs (float32 in, float32 out)."""
     import torch
-
-    dtype = torch.float16 if fp16 else torch.float32
 
     class TextEncoder(torch.nn.Module):
         def __init__(self, m):
@@ -76,7 +74,7 @@ def _graphs(modules: dict, fp16: bool):
             self.m = m
 
         def forward(self, input_ids):
-            return self.m(input_ids, return_dict=False)[0].float()
+            return self.m(input_ids, return_dict=False)[0]
 
     class UNet(torch.nn.Module):
         def __init__(self, m):
@@ -84,8 +82,7 @@ def _graphs(modules: dict, fp16: bool):
             self.m = m
 
         def forward(self, sample, timestep, encoder_hidden_states):
-            return self.m(sample.to(dtype), timestep, encoder_hidden_states=encoder_hidden_states.to(dtype),
-                          return_dict=False)[0].float()
+            return self.m(sample, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
 
     class VaeDecoder(torch.nn.Module):
         def __init__(self, m):
@@ -93,7 +90,7 @@ def _graphs(modules: dict, fp16: bool):
             self.m = m
 
         def forward(self, latent_sample):
-            return self.m.decode(latent_sample.to(dtype), return_dict=False)[0].float()
+            return self.m.decode(latent_sample, return_dict=False)[0]
 
     class VaeEncoder(torch.nn.Module):
         def __init__(self, m):
@@ -101,7 +98,7 @@ def _graphs(modules: dict, fp16: bool):
             self.m = m
 
         def forward(self, sample):
-            return self.m.encode(sample.to(dtype)).latent_dist.parameters.float()
+            return self.m.encode(sample).latent_dist.parameters
 
     return {
         "text_encoder": lambda: TextEncoder(modules["text_encoder"]),
@@ -137,7 +134,7 @@ def _latent_multiple(model: str, modules: dict) -> int:
     return 1
 
 
-def _export_onnx(graph, inputs: dict[str, np.ndarray], model: str, out: Path, opset: int) -> None:
+def _export_onnx(graph, inputs: dict[str, np.ndarray], model: str, out: Path, opset: int, fp16: bool) -> None:
     import onnx
     import torch
 
@@ -150,13 +147,23 @@ def _export_onnx(graph, inputs: dict[str, np.ndarray], model: str, out: Path, op
                           input_names=list(inputs), output_names=names_out, dynamic_axes=DYNAMIC_AXES[model],
                           opset_version=opset, do_constant_folding=True, dynamo=False)
     size = sum(p.stat().st_size for p in raw_dir.iterdir())
-    if size < PROTOBUF_LIMIT and len(list(raw_dir.iterdir())) == 1:
-        (raw_dir / MODEL_FILE).replace(out)
-    else:  # the exporter scatters one file per tensor: gather them into one external data file
-        m = onnx.load(str(raw_dir / MODEL_FILE), load_external_data=True)
+    if fp16:  # weights and compute in fp16, inputs/outputs kept fp32 (the runtime contract)
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        m = convert_float_to_float16(onnx.load(str(raw_dir / MODEL_FILE)), keep_io_types=True)
+        size = m.ByteSize() if size < PROTOBUF_LIMIT else PROTOBUF_LIMIT  # big graphs keep external data
+    else:
+        m = None
+    if size < PROTOBUF_LIMIT and (m is not None or len(list(raw_dir.iterdir())) == 1):
+        if m is None:
+            (raw_dir / MODEL_FILE).replace(out)
+        else:
+            onnx.save_model(m, str(out))
+    else:  # over protobuf's limit (the exporter scattered one file per tensor): one external data file
+        m = m if m is not None else onnx.load(str(raw_dir / MODEL_FILE), load_external_data=True)
         onnx.save_model(m, str(out), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=EXTERNAL_DATA, size_threshold=1024)
-        del m
+    del m
     shutil.rmtree(raw_dir, ignore_errors=True)
 
 
@@ -200,7 +207,7 @@ def export_models(
         if (root / model / str(version)).exists():
             raise InvalidArgument(f"version={version} is invalid: {root / model / str(version)} exists already (pick "
                                   f"another --version, or `ldm3d models remove` it first)", field="version")
-    graphs = _graphs({k: (v.half() if fp16 else v) for k, v in modules.items()} if fp16 else modules, fp16)
+    graphs = _graphs(modules)
     results = []
     for model in models:
         t0 = time.perf_counter()
@@ -213,7 +220,7 @@ def export_models(
             graph = graphs[model]().eval()
             mult = _latent_multiple(model, modules)
             trace_in = _sample_inputs(model, modules, 2, (2 * mult, 2 * mult), seed=0)
-            _export_onnx(graph, trace_in, model, staging / MODEL_FILE, opset)
+            _export_onnx(graph, trace_in, model, staging / MODEL_FILE, opset, fp16)
             # parity at another batch size and a non-square size than traced
             check_in = _sample_inputs(model, modules, 1, (4 * mult, 3 * mult), seed=1)
             with torch.inference_mode():
@@ -237,7 +244,8 @@ def export_models(
                 "format": "onnx",
                 "source": {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules",
                            "sha256": checkpoint_hash},
-                "export": {"opset": opset, "precision": precision, "exporter": "torch.onnx (TorchScript, dynamo=False)",
+                "export": {"opset": opset, "precision": precision, "exporter": "torch.onnx (TorchScript, dynamo=False)"
+                           + (" + onnxruntime float16 conversion (fp32 inputs/outputs)" if fp16 else ""),
                            "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES[model].items()},
                            "external_data": (staging / EXTERNAL_DATA).is_file(),
                            "torch": torch.__version__, "onnxruntime": ort.__version__},
