@@ -46,8 +46,8 @@ def map_error(exc: Exception, url: str, model: str = "", version=None) -> LDM3DE
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
     what = f"model {model!r}" + (f" version {version}" if version is not None else "") if model else "Triton"
     if "UNAVAILABLE" in status or "failed to connect" in message or "Connection refused" in message:
-        return Unavailable(f"Triton server at {url} is unavailable ({message}); start it (`make triton-serve` or "
-                           "scripts/triton/serve.sh) or check --triton-url", field="triton_url")
+        return Unavailable(f"Triton server at {url} is unavailable ({message}); start it (on this host: "
+                           "`bash scripts/triton/serve.sh REPOSITORY`) or check --triton-url", field="triton_url")
     if "NOT_FOUND" in status or "unknown model" in message or "is not found" in message:
         return NotFound(f"{what} is not available on the Triton server at {url} ({message}); load it, or check "
                         "the model name and version", field="version" if version is not None else "model")
