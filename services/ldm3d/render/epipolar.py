@@ -96,14 +96,14 @@ def render_perspective_epipolar(pano: Panorama, origin: np.ndarray, dirs: np.nda
     length = np.maximum(hi - lo + 1, 0)
     lo = np.minimum(lo, mn - 1)
 
-    # 4. The epipolar image, one band of half-planes per core.
+    # 4. The epipolar image, one band of the used half-planes per core.
     chis = chi_lo + dchi * np.arange(kn)
-    theta_max = psi_lo + dpsi * (int(hi.max()) + 1)
-    n = max(1, min(os.cpu_count() or 1, 8, kn // 8))
-    bands = np.array_split(np.arange(kn), n)
+    used = np.nonzero(length)[0]
+    n = max(1, min(os.cpu_count() or 1, 8, len(used) // 8))
+    bands = np.array_split(used, n)
 
     def band(ks):
-        return _epipolar_image(pano, e, b1, b2, rho, chis[ks], lo[ks], length[ks], theta_max, psi_lo, dpsi)
+        return _epipolar_image(pano, e, b1, b2, rho, chis[ks], lo[ks], length[ks], psi_lo, dpsi)
 
     if n == 1:
         img = band(bands[0])
@@ -132,69 +132,76 @@ def _angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * math.asin(min(1.0, np.linalg.norm(a - b) / 2)))
 
 
-def _epipolar_image(pano, e, b1, b2, rho, chis, lo, length, theta_max, psi_lo, dpsi) -> np.ndarray:
+def _epipolar_image(pano, e, b1, b2, rho, chis, lo, length, psi_lo, dpsi) -> np.ndarray:
     """``float32 [sum(length), 3]``: for each half-plane ``χ``, the colour seen from ``c`` at
-    ``ψ = psi_lo + m·dpsi`` for ``m`` in ``lo .. lo + length - 1``, half-plane after half-plane."""
+    ``ψ = psi_lo + m·dpsi`` for ``m`` in ``lo .. lo + length - 1``, half-plane after half-plane.
+
+    Everything is ragged and laid end to end: half-plane ``k`` is sampled at ``θ = 0, dθ, …`` up to the largest ψ
+    it serves (a ray never exits beyond its own ψ, since β(θ) ≥ θ), and holds ``length[k]`` ψ samples.
+    """
     ph, pw = pano.radius.shape
     dtheta = 2 * math.pi / pw / THETA_OVERSAMPLE
-    nj = math.ceil(theta_max / dtheta) + 2
-    theta = (np.arange(nj) * dtheta).astype(np.float32)
     k = len(chis)
-    u = np.cos(chis)[:, None] * b1[None, :] + np.sin(chis)[:, None] * b2[None, :]  # [K, 3]
+    kk = np.arange(k)
+    jn = np.ceil((psi_lo + dpsi * (lo + length)) / dtheta).astype(np.int64) + 2  # θ samples per half-plane
+    soff = np.concatenate([[0], np.cumsum(jn)[:-1]])
+    ns = int(jn.sum())
+    plane = np.repeat(kk, jn)
+    theta = ((np.arange(ns) - np.repeat(soff, jn)) * dtheta).astype(np.float32)
+    u = (np.cos(chis)[:, None] * b1[None, :] + np.sin(chis)[:, None] * b2[None, :]).astype(np.float32)
     ct, st = np.cos(theta), np.sin(theta)
-    wdir = ct[None, :, None] * e.astype(np.float32) + st[None, :, None] * u[:, None, :].astype(np.float32)  # [K,J,3]
-    lon = np.arctan2(wdir[..., 0], -wdir[..., 2])
-    lat = np.arctan2(wdir[..., 1], np.hypot(wdir[..., 0], wdir[..., 2]))
+    wdir = ct[:, None] * e.astype(np.float32) + st[:, None] * np.take(u, plane, axis=0)  # [S, 3]
+    lon = np.arctan2(wdir[:, 0], -wdir[:, 2])
+    lat = np.arctan2(wdir[:, 1], np.hypot(wdir[:, 0], wdir[:, 2]))
     x = (lon + np.float32(math.pi)) * np.float32(pw / (2 * math.pi)) - np.float32(0.5)
     y = np.clip((np.float32(math.pi / 2) - lat) * np.float32(ph / math.pi) - np.float32(0.5), 0, ph - 1)
-    r = _sample(pano.radius[..., None], x, y)[..., 0]
+    r = _sample(pano.radius[..., None], x, y)[:, 0]
     col = _sample(pano.rgb, x, y)
     valid = pano.valid[np.rint(y).astype(np.int64), np.rint(x).astype(np.int64) % pw]
 
-    # Visibility along θ: the running maximum of the viewing angle β.
-    beta = np.arctan2(r * st[None, :], r * ct[None, :] - np.float32(rho))
-    run = np.maximum.accumulate(beta, axis=1)
+    # Visibility along θ: the running maximum of the viewing angle β, per half-plane (offsets of 4 > π keep the
+    # half-planes apart in one flat running maximum).
+    beta = np.arctan2(r * st, r * ct - np.float32(rho))
+    lift = (plane * 4).astype(np.float32)
+    run = np.maximum.accumulate(beta + lift) - lift
 
-    # ψ sample m of half-plane k lies on segment j = max{j : run[k, j] <= ψ_m}. As in ods.py: scatter each
-    # segment's first sample and take a running maximum — here over the ragged rows laid end to end, with
-    # values k·nj + j so that each half-plane starts above everything before it.
+    # ψ sample m of half-plane k lies on segment j = max{j : run[k, j] <= ψ_m}: scatter each segment's first ψ
+    # sample and take a running maximum over the flat sample index (which only grows from one half-plane to the
+    # next). Segments starting before a half-plane's range start it.
     total = int(length.sum())
-    off = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
-    kk = np.arange(k, dtype=np.int64)
+    off = np.concatenate([[0], np.cumsum(length)[:-1]])
     m_start = np.ceil((run - np.float32(psi_lo)) / np.float32(dpsi) - np.float32(1e-4)).astype(np.int64)
-    rel = np.maximum(m_start - lo[:, None], 0)  # segments starting before the range start it
-    last = np.ones_like(rel, dtype=bool)
-    last[:, :-1] = rel[:, :-1] != rel[:, 1:]
-    seg = np.zeros(total + 1, dtype=np.int64)
-    has = length > 0
-    seg[off[has]] = kk[has] * nj
-    ok = last & (rel < length[:, None])
-    rows, js = np.nonzero(ok)
-    seg[off[rows] + rel[rows, js]] = rows * nj + js
-    # A ray whose ψ is below the first run value still starts on segment 0 of its half-plane (set above).
-    seg = np.maximum.accumulate(seg[:total])
-    plane = seg // nj
-    j = np.minimum(seg - plane * nj, nj - 2)
+    rel = np.maximum(m_start - np.repeat(lo, jn), 0)
+    last = np.ones(ns, dtype=bool)
+    last[:-1] = rel[:-1] != rel[1:]
+    last[soff + jn - 1] = True
+    ok = last & (rel < np.repeat(length, jn))
+    sidx = np.nonzero(ok)[0]
+    seg = np.zeros(total, dtype=np.int64)
+    seg[off[plane[sidx]] + rel[sidx]] = sidx
+    seg = np.maximum.accumulate(seg)
+    eplane = np.repeat(kk, length)
+    seg = np.minimum(seg, (soff + jn - 2)[eplane])
 
     # One record per segment (as in ods.py): where the ray crosses it and the colour there; stretched segments
     # jump to the background colour of their far end.
-    r0, r1 = r[:, :-1], r[:, 1:]
+    r0, r1 = r[:-1], r[1:]
     cut = np.abs(r0 - r1) > np.float32(pano.edge_threshold) * np.minimum(r0, r1) * np.float32(dtheta)
-    cut |= valid[:, :-1] != valid[:, 1:]
-    db = beta[:, 1:] - beta[:, :-1]
-    rec = np.empty((k, nj - 1, 8), dtype=np.float32)
-    rec[..., 0] = beta[:, :-1]
+    cut |= valid[:-1] != valid[1:]
+    db = beta[1:] - beta[:-1]
+    rec = np.empty((ns - 1, 8), dtype=np.float32)
+    rec[:, 0] = beta[:-1]
     with np.errstate(divide="ignore"):
-        rec[..., 1] = np.where(db > 0, np.where(cut, np.float32(1e3), np.float32(1.0)) / db, np.float32(0.0))
-    rec[..., 2:5] = col[:, :-1]
-    rec[..., 5:8] = col[:, 1:] - col[:, :-1]
-    ci, cj = np.nonzero(cut)
+        rec[:, 1] = np.where(db > 0, np.where(cut, np.float32(1e3), np.float32(1.0)) / db, np.float32(0.0))
+    rec[:, 2:5] = col[:-1]
+    rec[:, 5:8] = col[1:] - col[:-1]
+    ci = np.nonzero(cut)[0]
     if len(ci):
-        far = np.where(r1[ci, cj] > r0[ci, cj], cj + 1, cj)
-        bg = _sample(pano.background_rgb, x[ci, far], y[ci, far])
-        rec[ci, cj, 5:8] = bg - rec[ci, cj, 2:5]
-    g = np.take(rec.reshape(-1, 8), plane * (nj - 1) + j, axis=0)
-    m = np.arange(total, dtype=np.int64) - np.repeat(off - lo, length)
+        far = np.where(r1[ci] > r0[ci], ci + 1, ci)
+        bg = _sample(pano.background_rgb, x[far], y[far])
+        rec[ci, 5:8] = bg - rec[ci, 2:5]
+    g = np.take(rec, seg, axis=0)
+    m = np.arange(total) - np.repeat(off - lo, length)
     q = np.float32(psi_lo) + np.float32(dpsi) * m.astype(np.float32)
     frac = np.clip((q - g[:, 0]) * g[:, 1], np.float32(0.0), np.float32(1.0))
     return g[:, 2:5] + g[:, 5:8] * frac[:, None]
