@@ -92,6 +92,18 @@ def test_deadline_is_propagated_downstream(separate):
     assert r.rgb[0].shape == (64, 64, 3)
 
 
+def test_cancelling_at_the_gateway_stops_the_remote_sampler(separate):
+    gateway, stages = separate
+    with grpc.insecure_channel(gateway.target) as ch:
+        stream = studio_pb2_grpc.StudioStub(ch).Generate(
+            studio_pb2.GenerateRequest(prompt="long", steps=500, seed=1), timeout=60)
+        assert [next(stream).progress.step for _ in range(2)] == [1, 2]
+        stream.cancel()
+    # the sampler (one job at a time) must be free again at once, not after the other 498 steps
+    r = client.generate(gateway.target, GenerateParams(prompt="next", steps=2, seed=1), timeout=5)
+    assert r.rgb[0].shape == (64, 64, 3)
+
+
 def test_downstream_down_is_unavailable(tiny_model):
     gateway = ProcessServer("gateway", "--checkpoint", str(tiny_model), "--text-encoder-url", "127.0.0.1:1",
                             "--sampler-url", "127.0.0.1:1", "--autoencoder-url", "127.0.0.1:1")
