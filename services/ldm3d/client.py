@@ -64,8 +64,11 @@ class StudioClient:
             raise
         raise Internal(f"the platform at {self.target} ended the stream without a result")
 
-    def generate_batch(self, params: list[GenerateParams], *, model: str = "", version: str = "") -> list[GenerateResult]:
-        request = studio_pb2.GenerateBatchRequest(requests=[to_request(p, model=model, version=version) for p in params])
+    def generate_batch(self, params: list[GenerateParams], *, model: str = "",
+                       version: str = "") -> list[GenerateResult]:
+        """Several prompts in one call; results in order. One bad item fails the call before any work starts."""
+        items = [to_request(p, model=model, version=version) for p in params]
+        request = studio_pb2.GenerateBatchRequest(requests=items)
         resp = self._call(self._stub.GenerateBatch, request)
         return [from_result(r) for r in resp.results]
 

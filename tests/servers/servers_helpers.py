@@ -46,7 +46,7 @@ class ProcessServer:
         cmd = [sys.executable, "-m", "ldm3d", "serve", service, "--host", "127.0.0.1", "--port", "0",
                "--metrics-port", "off", "--grace", "5", *args]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                                     env={**os.environ, **(env or {})})  # same threads as here: CPU kernels split sums by thread
+                                     env={**os.environ, **(env or {})})  # same threads as here (bit equality)
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()

@@ -121,15 +121,16 @@ def test_sampler_rejects_bad_tensors(channel, platform):
     assert healthy(platform.target, "ldm3d.v1.DiffusionSampler")
 
 
+def _decode(latents):
+    return autoencoder_pb2.DecodeLatentsRequest(latents=tensors.to_tensor(latents))
+
+
 def test_autoencoder_and_text_encoder_reject_bad_input(channel, platform):
     vae = autoencoder_pb2_grpc.RGBDAutoencoderStub(channel)
     cases = [
-        (vae.Decode, autoencoder_pb2.DecodeLatentsRequest(latents=tensors.to_tensor(np.zeros((1, 3, 8, 8), np.float32))),
-         "latents.shape"),
-        (vae.Decode, autoencoder_pb2.DecodeLatentsRequest(latents=tensors.to_tensor(np.zeros((1, 4, 1, 8), np.float32))),
-         "latents.shape"),
-        (vae.Decode, autoencoder_pb2.DecodeLatentsRequest(latents=tensors.to_tensor(np.zeros((1, 4, 8, 8), np.int32))),
-         "latents.dtype"),
+        (vae.Decode, _decode(np.zeros((1, 3, 8, 8), np.float32)), "latents.shape"),
+        (vae.Decode, _decode(np.zeros((1, 4, 1, 8), np.float32)), "latents.shape"),
+        (vae.Decode, _decode(np.zeros((1, 4, 8, 8), np.int32)), "latents.dtype"),
         (vae.Encode, autoencoder_pb2.EncodeRGBDRequest(image=_rgbd(depth_png=_png8_gray())), "image.depth.png"),
         (vae.Encode, autoencoder_pb2.EncodeRGBDRequest(image=_rgbd(h=60, w=60)), "image.rgb"),
         (text_encoder_pb2_grpc.TextEncoderStub(channel).Encode, text_encoder_pb2.EncodeTextRequest(), "prompts"),

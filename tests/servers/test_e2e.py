@@ -68,7 +68,8 @@ def separate(tiny_model):
     ck = ["--checkpoint", str(tiny_model)]
     stages = {name: ProcessServer(name, *ck) for name in ("text-encoder", "sampler", "autoencoder")}
     gateway = ProcessServer("gateway", *ck, "--text-encoder-url", stages["text-encoder"].target,
-                            "--sampler-url", stages["sampler"].target, "--autoencoder-url", stages["autoencoder"].target)
+                            "--sampler-url", stages["sampler"].target,
+                            "--autoencoder-url", stages["autoencoder"].target)
     yield gateway, stages
     for s in (gateway, *stages.values()):
         assert s.stop() == 0  # a graceful SIGTERM exit

@@ -20,7 +20,7 @@ from ldm3d import client
 from ldm3d.errors import Cancelled, InvalidArgument, NotFound
 from ldm3d.pipeline import GenerateParams
 from ldm3d.servers.config import ServeConfig, add_arguments
-from ldm3d.servers.logs import JsonFormatter, _RequestIdFilter
+from ldm3d.servers.logs import JsonFormatter, RequestIdFilter
 from ldm3d.v1 import studio_pb2, studio_pb2_grpc
 
 
@@ -145,7 +145,7 @@ def test_request_id_reaches_log_lines_of_the_call(platform):
             records.append(JsonFormatter().format(record))
 
     handler = Capture()
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(RequestIdFilter())
     logger = logging.getLogger("ldm3d.servers.interceptor")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)

@@ -50,7 +50,8 @@ def test_every_message_and_field_is_documented():
         fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
     missing = []
     for f in fds.file:
-        comments = {tuple(loc.path): loc.leading_comments + loc.trailing_comments for loc in f.source_code_info.location}
+        comments = {tuple(loc.path): loc.leading_comments + loc.trailing_comments
+                    for loc in f.source_code_info.location}
         for i, m in enumerate(f.message_type):
             if not comments.get((4, i), "").strip():
                 missing.append(f"{f.name}: message {m.name}")

@@ -50,5 +50,6 @@ def read_rgbd(image, field: str, multiple: int):
     if depth.shape != (h, w):
         raise invalid(f"{field}.depth", f"{depth.shape[1]}x{depth.shape[0]}", f"must match the RGB image's {w}x{h}")
     if h % multiple or w % multiple or not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
-        raise invalid(f"{field}.rgb", f"{w}x{h}", f"each side must be a multiple of {multiple} in {MIN_SIDE}..{MAX_SIDE}")
+        raise invalid(f"{field}.rgb", f"{w}x{h}",
+                      f"each side must be a multiple of {multiple} in {MIN_SIDE}..{MAX_SIDE}")
     return rgb, depth

@@ -194,4 +194,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for name, opt in OPTIONS.items():
         default = "none" if opt.default is None else opt.default
         parser.add_argument(opt.flag, dest=name, default=None, choices=opt.choices,
-                            metavar=None if opt.choices else name.upper(), help=f"{opt.help} [env {opt.env}; default {default}]")
+                            metavar=None if opt.choices else name.upper(),
+                            help=f"{opt.help} [env {opt.env}; default {default}]")

@@ -16,7 +16,7 @@ REQUEST_ID_KEY = "x-request-id"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 
-class _RequestIdFilter(logging.Filter):
+class RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
         return True
@@ -42,7 +42,7 @@ class JsonFormatter(logging.Formatter):
 def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     """Install one handler on the root logger, in ``fmt`` ("json" or "text"), with request ids."""
     handler = logging.StreamHandler()
-    handler.addFilter(_RequestIdFilter())
+    handler.addFilter(RequestIdFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
