@@ -7,16 +7,16 @@ such a half-plane, with ``e = c / |c|`` and ``θ`` the angle from ``e``, the sur
 at angle ``ψ`` exits the surface at the first ``θ`` where ``β(θ) ≥ ψ``: where the running maximum of ``β`` reaches
 ``ψ`` — the argument of :mod:`.ods`, with half-planes for rows.
 
-So: sample ``r`` and the colours along ``K`` half-planes at the panorama's own angular pitch, take the running
-maximum of ``β`` along each, read off the colour of a uniform grid of ``ψ`` per half-plane (an intermediate
-"epipolar image" at about the output's angular resolution), and resample that image at each output pixel's
-``(half-plane angle, ψ)``. Near the epipole, where half-planes crowd together, pixels use every 2nd … 64th one, and
+So: sample ``r`` along ``K`` half-planes at twice the panorama's angular pitch, take the running maximum of ``β``
+along each, read off the exit angle ``θ`` for a uniform grid of ``ψ`` per half-plane (an intermediate "epipolar
+image" at about the output's angular resolution), interpolate it at each output pixel's ``(half-plane angle, ψ)``
+and look the colour up at the exact hit direction, as ray casting does. Near the epipole, where half-planes crowd together, pixels use every 2nd … 64th one, and
 each half-plane is only evaluated over the ψ its pixels need, so the work follows the frame's pixel count.
 Stretched segments (depth discontinuities) show the background colour of their far end, as everywhere else.
 
-Compared with ray casting (:mod:`.raycast`) visibility is the same (tests compare the two) and no BVH is built,
-but colours are interpolated twice (along the half-plane, then in the epipolar image), which softens fine texture
-slightly; so it is opt-in (``--renderer epipolar``).
+Compared with ray casting (:mod:`.raycast`) the image is the same (tests compare the two) except that a depth edge
+sits at the last half-plane sample before it, up to half a panorama pixel inside the mesh's edge; no mesh or BVH
+is built and no open3d is needed. Opt-in: ``--renderer epipolar``.
 """
 
 from __future__ import annotations
@@ -31,9 +31,9 @@ from .geometry import Panorama
 
 # The epipolar image's grid is this fraction of the frame's smallest pixel angle (finer = sharper, slower).
 GRID_PIXELS = 1.0
-# Samples along each half-plane per panorama pixel. Colours are interpolated between these samples, so this sets the
-# texture's sharpness (2: mean difference 4/255 from exact texturing on a pure-noise panorama, ~0.3/255 on a
-# natural one); the surface itself has no detail finer than one panorama pixel.
+# Samples along each half-plane per panorama pixel. Colours are looked up per output pixel at its exact hit
+# direction, but a depth edge is placed at the last sample before it: two per pixel keep that within half a
+# panorama pixel.
 THETA_OVERSAMPLE = 2
 
 
@@ -106,24 +106,38 @@ def render_perspective_epipolar(pano: Panorama, origin: np.ndarray, dirs: np.nda
         return _epipolar_image(pano, e, b1, b2, rho, chis[ks], lo[ks], length[ks], psi_lo, dpsi)
 
     if n == 1:
-        img = band(bands[0])
+        parts = [band(bands[0])]
     else:
         with ThreadPoolExecutor(n) as pool:
-            img = np.concatenate(list(pool.map(band, bands)))
+            parts = list(pool.map(band, bands))
+    hit = np.concatenate([p[0] for p in parts])
+    bgf = np.concatenate([p[1] for p in parts])
     off = np.concatenate([[0], np.cumsum(length)[:-1]]).astype(np.int64)
 
-    # 5. Resample it at every pixel (bilinear between the two nearest half-planes and ψ samples).
+    # 5. Each pixel's hit angle, bilinear between the two nearest half-planes and ψ samples; then its colour,
+    #    looked up exactly in the pixel's own half-plane direction (the background colour in a disocclusion).
     base = off - lo
     i00 = base[k0] + m0
     i10 = base[k1] + m0
-    fm = np.clip(mf.reshape(-1) - m0, 0, 1)[:, None]
-    a = np.take(img, i00, axis=0)
-    a += (np.take(img, i00 + 1, axis=0) - a) * fm
-    b = np.take(img, i10, axis=0)
-    b += (np.take(img, i10 + 1, axis=0) - b) * fm
-    a += (b - a) * fk
-    a += np.float32(0.5)
-    return np.clip(a, 0, 255).astype(np.uint8).reshape(h, w, 3)
+    fm = np.clip(mf.reshape(-1) - m0, 0, 1)
+    fk = fk[:, 0]
+    t0 = np.take(hit, i00)
+    t0 += (np.take(hit, i00 + 1) - t0) * fm
+    t1 = np.take(hit, i10)
+    t1 += (np.take(hit, i10 + 1) - t1) * fm
+    t0 += (t1 - t0) * fk
+    near = np.where(fk < 0.5, i00, i10) + (fm >= 0.5)
+    background = np.take(bgf, near)
+    t0 = np.where(background, np.take(hit, near), t0)
+    norm = np.maximum(np.hypot(x1, x2).reshape(-1), np.float32(1e-12))  # |v| sin ψ: x1, x2 → unit half-plane
+    ct, st = np.cos(t0), np.sin(t0) / norm
+    hit_dir = ct[:, None] * e.astype(np.float32) + (st * x1.reshape(-1))[:, None] * b1.astype(np.float32)
+    hit_dir += (st * x2.reshape(-1))[:, None] * b2.astype(np.float32)
+    out = pano.texture().sample_directions(hit_dir.reshape(h, w, 3))
+    if background.any():
+        bg = background.reshape(h, w)
+        out[bg] = pano.texture(background=True).sample_directions(hit_dir[background])
+    return out
 
 
 def _angle(a: np.ndarray, b: np.ndarray) -> float:
@@ -132,9 +146,10 @@ def _angle(a: np.ndarray, b: np.ndarray) -> float:
     return float(2 * math.asin(min(1.0, np.linalg.norm(a - b) / 2)))
 
 
-def _epipolar_image(pano, e, b1, b2, rho, chis, lo, length, psi_lo, dpsi) -> np.ndarray:
-    """``float32 [sum(length), 3]``: for each half-plane ``χ``, the colour seen from ``c`` at
-    ``ψ = psi_lo + m·dpsi`` for ``m`` in ``lo .. lo + length - 1``, half-plane after half-plane.
+def _epipolar_image(pano, e, b1, b2, rho, chis, lo, length, psi_lo, dpsi) -> tuple[np.ndarray, np.ndarray]:
+    """For each half-plane ``χ`` and ``ψ = psi_lo + m·dpsi`` (``m`` in ``lo .. lo + length - 1``), half-plane
+    after half-plane: the angle θ (from ``e``) where the ray from ``c`` leaves the surface, float32
+    ``[sum(length)]``, and whether it shows background colour there (a disocclusion), bool ``[sum(length)]``.
 
     Everything is ragged and laid end to end: half-plane ``k`` is sampled at ``θ = 0, dθ, …`` up to the largest ψ
     it serves (a ray never exits beyond its own ψ, since β(θ) ≥ θ), and holds ``length[k]`` ψ samples.
@@ -156,7 +171,6 @@ def _epipolar_image(pano, e, b1, b2, rho, chis, lo, length, psi_lo, dpsi) -> np.
     x = (lon + np.float32(math.pi)) * np.float32(pw / (2 * math.pi)) - np.float32(0.5)
     y = np.clip((np.float32(math.pi / 2) - lat) * np.float32(ph / math.pi) - np.float32(0.5), 0, ph - 1)
     r = _sample(pano.radius[..., None], x, y)[:, 0]
-    col = _sample(pano.rgb, x, y)
     valid = pano.valid[np.rint(y).astype(np.int64), np.rint(x).astype(np.int64) % pw]
 
     # Visibility along θ: the running maximum of the viewing angle β, per half-plane (offsets of 4 > π keep the
@@ -183,28 +197,26 @@ def _epipolar_image(pano, e, b1, b2, rho, chis, lo, length, psi_lo, dpsi) -> np.
     eplane = np.repeat(kk, length)
     seg = np.minimum(seg, (soff + jn - 2)[eplane])
 
-    # One record per segment (as in ods.py): where the ray crosses it and the colour there; stretched segments
-    # jump to the background colour of their far end.
+    # One record per segment: where the ray crosses it (as in ods.py, but kept as the hit's angle θ so that the
+    # colour can be looked up exactly per pixel). A stretched segment is crossed right after its near end and
+    # shows the background colour at its far end.
     r0, r1 = r[:-1], r[1:]
     cut = np.abs(r0 - r1) > np.float32(pano.edge_threshold) * np.minimum(r0, r1) * np.float32(dtheta)
     cut |= valid[:-1] != valid[1:]
     db = beta[1:] - beta[:-1]
-    rec = np.empty((ns - 1, 8), dtype=np.float32)
+    rec = np.empty((ns - 1, 5), dtype=np.float32)
     rec[:, 0] = beta[:-1]
     with np.errstate(divide="ignore"):
         rec[:, 1] = np.where(db > 0, np.where(cut, np.float32(1e3), np.float32(1.0)) / db, np.float32(0.0))
-    rec[:, 2:5] = col[:-1]
-    rec[:, 5:8] = col[1:] - col[:-1]
-    ci = np.nonzero(cut)[0]
-    if len(ci):
-        far = np.where(r1[ci] > r0[ci], ci + 1, ci)
-        bg = _sample(pano.background_rgb, x[far], y[far])
-        rec[ci, 5:8] = bg - rec[ci, 2:5]
+    rec[:, 2] = theta[:-1]
+    rec[:, 3] = np.where(cut, np.float32(0.0), np.float32(dtheta))
+    rec[:, 4] = np.where(cut, np.where(r1 > r0, theta[1:], theta[:-1]), np.float32(-1.0))  # far end, or -1
     g = np.take(rec, seg, axis=0)
     m = np.arange(total) - np.repeat(off - lo, length)
     q = np.float32(psi_lo) + np.float32(dpsi) * m.astype(np.float32)
     frac = np.clip((q - g[:, 0]) * g[:, 1], np.float32(0.0), np.float32(1.0))
-    return g[:, 2:5] + g[:, 5:8] * frac[:, None]
+    background = (g[:, 4] >= 0) & (frac > 0)
+    return np.where(background, g[:, 4], g[:, 2] + g[:, 3] * frac), background
 
 
 def _sample(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -27,6 +27,8 @@ far side (background extension), so a near object never smears into the backgrou
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,6 +109,13 @@ class Panorama:
     edge_threshold: float
     background_rgb: np.ndarray | None = None
 
+    def texture(self, background: bool = False) -> Texture:
+        """The colours (or background colours) prepared for bilinear look-ups; built once per panorama."""
+        cache = self.__dict__.setdefault("_textures", {})
+        if background not in cache:
+            cache[background] = Texture(self.background_rgb if background else self.rgb)
+        return cache[background]
+
     @property
     def width(self) -> int:
         return self.rgb.shape[1]
@@ -163,7 +172,7 @@ def prepare_panorama(
     if projection == "equirect" and not is_equirect_shape(w, h):
         raise InvalidArgument(
             f"projection=equirect needs a 2:1 image but rgb is {w}x{h} (aspect {w / h:.3f}): give a 2:1 panorama "
-            "or use projection 'cap' (--projection cap --hfov DEG) for a normal photo",
+            "or use projection 'cap' (--projection cap --cap-hfov DEG) for a normal photo",
             field="projection",
         )
     d = normalised_depth(depth, normalize_depth)
@@ -271,6 +280,50 @@ def bilinear(img: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     top = img[y0, x0] * (1 - fx) + img[y0, x1] * fx
     bot = img[y1, x0] * (1 - fx) + img[y1, x1] * fx
     return top * (1 - fy) + bot * fy
+
+
+class Texture:
+    """An equirectangular image prepared for many bilinear look-ups: float32, the first column repeated at the end."""
+
+    def __init__(self, rgb: np.ndarray):
+        self.h, self.w = rgb.shape[:2]
+        self.flat = np.concatenate([rgb, rgb[:, :1]], axis=1).astype(np.float32).reshape(-1, 3)
+
+    def sample_directions(self, dirs: np.ndarray) -> np.ndarray:
+        # Large frames are shaded in bands of rows, one per core (numpy releases the GIL in its loops).
+        n = min(os.cpu_count() or 1, 8)
+        if dirs.ndim < 3 or dirs.shape[0] < 2 * n or dirs[..., 0].size < 250_000:
+            return self._sample_directions(dirs)
+        bands = np.array_split(np.arange(dirs.shape[0]), n)
+        with ThreadPoolExecutor(n) as pool:
+            parts = pool.map(lambda b: self._sample_directions(dirs[b[0] : b[-1] + 1]), bands)
+            return np.concatenate(list(parts))
+
+    def _sample_directions(self, dirs: np.ndarray) -> np.ndarray:
+        x, y, z = dirs[..., 0], dirs[..., 1], dirs[..., 2]
+        return self.sample(np.arctan2(x, -z), np.arctan2(y, np.hypot(x, z)))
+
+    def sample(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        h, w = self.h, self.w
+        x = (lon.astype(np.float32) + np.float32(math.pi)) * np.float32(w / (2 * math.pi)) - np.float32(0.5)
+        x = np.where(x < 0, x + np.float32(w), x)  # the half pixel left of the first centre wraps to the last
+        y = np.clip(
+            (np.float32(math.pi / 2) - lat.astype(np.float32)) * np.float32(h / math.pi) - np.float32(0.5), 0.0, h - 1.0
+        )
+        x0 = np.minimum(x.astype(np.int32), w - 1)
+        y0 = np.minimum(y.astype(np.int32), max(h - 2, 0))
+        fx = (x - x0)[..., None]
+        fy = (y - y0)[..., None]
+        i00 = y0 * (w + 1) + x0
+        i10 = i00 + (w + 1) if h > 1 else i00
+        t = self.flat
+        top = np.take(t, i00, axis=0)  # np.take gathers rows ~4x faster than fancy indexing
+        top += (np.take(t, i00 + 1, axis=0) - top) * fx
+        bot = np.take(t, i10, axis=0)
+        bot += (np.take(t, i10 + 1, axis=0) - bot) * fx
+        top += (bot - top) * fy
+        top += np.float32(0.5)
+        return np.clip(top, 0, 255).astype(np.uint8)
 
 
 # --------------------------------------------------------------------------------------------- the mesh

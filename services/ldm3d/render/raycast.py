@@ -11,67 +11,19 @@ the frame is a resampling of the panorama (:func:`sample_directions`).
 
 from __future__ import annotations
 
-import math
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 
 from .camera import Camera
-from .geometry import Panorama, SphereMesh, build_mesh, pixel_lat, pixel_lon
+from .geometry import Panorama, SphereMesh, Texture, build_mesh, pixel_lat, pixel_lon
 
 
 def sample_directions(pano: Panorama, dirs: np.ndarray) -> np.ndarray:
     """Panorama colour (bilinear, wrapping at the ±180° seam) in each direction ``[..., 3]`` → ``uint8 [..., 3]``."""
-    return Texture(pano.rgb).sample_directions(dirs)
+    return pano.texture().sample_directions(dirs)
 
 
 def sample_lonlat(rgb: np.ndarray, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
     return Texture(rgb).sample(lon, lat)
-
-
-class Texture:
-    """An equirectangular image prepared for many bilinear look-ups: float32, the first column repeated at the end."""
-
-    def __init__(self, rgb: np.ndarray):
-        self.h, self.w = rgb.shape[:2]
-        self.flat = np.concatenate([rgb, rgb[:, :1]], axis=1).astype(np.float32).reshape(-1, 3)
-
-    def sample_directions(self, dirs: np.ndarray) -> np.ndarray:
-        # Large frames are shaded in bands of rows, one per core (numpy releases the GIL in its loops).
-        n = min(os.cpu_count() or 1, 8)
-        if dirs.ndim < 3 or dirs.shape[0] < 2 * n or dirs[..., 0].size < 250_000:
-            return self._sample_directions(dirs)
-        bands = np.array_split(np.arange(dirs.shape[0]), n)
-        with ThreadPoolExecutor(n) as pool:
-            parts = pool.map(lambda b: self._sample_directions(dirs[b[0] : b[-1] + 1]), bands)
-            return np.concatenate(list(parts))
-
-    def _sample_directions(self, dirs: np.ndarray) -> np.ndarray:
-        x, y, z = dirs[..., 0], dirs[..., 1], dirs[..., 2]
-        return self.sample(np.arctan2(x, -z), np.arctan2(y, np.hypot(x, z)))
-
-    def sample(self, lon: np.ndarray, lat: np.ndarray) -> np.ndarray:
-        h, w = self.h, self.w
-        x = (lon.astype(np.float32) + np.float32(math.pi)) * np.float32(w / (2 * math.pi)) - np.float32(0.5)
-        x = np.where(x < 0, x + np.float32(w), x)  # the half pixel left of the first centre wraps to the last
-        y = np.clip(
-            (np.float32(math.pi / 2) - lat.astype(np.float32)) * np.float32(h / math.pi) - np.float32(0.5), 0.0, h - 1.0
-        )
-        x0 = np.minimum(x.astype(np.int32), w - 1)
-        y0 = np.minimum(y.astype(np.int32), max(h - 2, 0))
-        fx = (x - x0)[..., None]
-        fy = (y - y0)[..., None]
-        i00 = y0 * (w + 1) + x0
-        i10 = i00 + (w + 1) if h > 1 else i00
-        t = self.flat
-        top = np.take(t, i00, axis=0)  # np.take gathers rows ~4x faster than fancy indexing
-        top += (np.take(t, i00 + 1, axis=0) - top) * fx
-        bot = np.take(t, i10, axis=0)
-        bot += (np.take(t, i10 + 1, axis=0) - bot) * fx
-        top += (bot - top) * fy
-        top += np.float32(0.5)
-        return np.clip(top, 0, 255).astype(np.uint8)
 
 
 class MeshScene:
@@ -89,8 +41,8 @@ class MeshScene:
             o3d.core.Tensor(np.ascontiguousarray(self.mesh.faces, dtype=np.uint32)),
         )
         fv = self.mesh.vertices[self.mesh.far_vertex.astype(np.int64)]
-        self._far_color = Texture(pano.background_rgb).sample_directions(fv)  # [F, 3]
-        self._texture = Texture(pano.rgb)
+        self._far_color = pano.texture(background=True).sample_directions(fv)  # [F, 3]
+        self._texture = pano.texture()
 
     def cast(self, origins: np.ndarray, dirs: np.ndarray) -> np.ndarray:
         """Colours ``uint8 [..., 3]`` for rays with origins and directions ``[..., 3]`` (broadcast together)."""
