@@ -76,12 +76,11 @@ class ModelRegistry:
         """Versions clients can ask for, oldest first (a repository's version folders, else the one loaded)."""
         found = set(self._loaded)
         if self.cfg.repository:
-            try:
-                from ..repository.layout import list_versions  # written with the repository issue
+            from ..repository import ModelRepository
 
-                found |= {str(v) for v in list_versions(self.cfg.repository, "unet")}
-            except (ImportError, AttributeError, OSError, NotFound):
-                pass
+            # the U-Net's served versions: the weights that fine-tuning publishes (a version number takes that
+            # version of all four models, see ldm3d.repository.spec_from_repository)
+            found |= {str(v) for v in ModelRepository(self.cfg.repository).served_versions("unet")}
         return sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
 
     def close(self) -> None:

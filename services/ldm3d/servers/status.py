@@ -1,7 +1,8 @@
 """Typed errors <-> gRPC status, in one place for servers, the gateway's downstream calls and the client.
 
 Servers send ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer (what grpcio-status does) with a
-``BadRequest.FieldViolation`` naming the field of an ``InvalidArgument`` and a ``RetryInfo`` for
+``BadRequest.FieldViolation`` naming the field of an ``InvalidArgument``, a ``ResourceInfo`` whose
+``resource_type`` is the field of a ``NotFound`` (``model``, ``version``, ``name``) and a ``RetryInfo`` for
 ``ResourceExhausted``. Clients rebuild the typed error from the code and those details, so an error raised three
 services away reaches the user with its field and retry hint intact.
 """
@@ -48,6 +49,8 @@ def status_proto(exc: BaseException) -> status_pb2.Status:
         br = error_details_pb2.BadRequest(
             field_violations=[error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)])
         status.details.add().Pack(br)
+    if isinstance(exc, errors.NotFound) and exc.field:
+        status.details.add().Pack(error_details_pb2.ResourceInfo(resource_type=exc.field, description=exc.message))
     if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after_s * 1e9))
@@ -76,6 +79,10 @@ def _details(st: status_pb2.Status) -> tuple[str | None, float | None]:
             any_.Unpack(br)
             if br.field_violations:
                 field = br.field_violations[0].field
+        elif any_.Is(error_details_pb2.ResourceInfo.DESCRIPTOR):
+            ri = error_details_pb2.ResourceInfo()
+            any_.Unpack(ri)
+            field = field or ri.resource_type
         elif any_.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             ri = error_details_pb2.RetryInfo()
             any_.Unpack(ri)
@@ -90,15 +97,3 @@ def _typed(code: str, message: str, field: str | None, retry: float | None, targ
     if cls is errors.ResourceExhausted:
         return errors.ResourceExhausted(message, field=field, retry_after_s=retry)
     return cls(message, field=field)
-
-
-def field_violation(status_bytes: bytes) -> tuple[str, str] | None:
-    """The first (field, description) of a serialized google.rpc.Status's BadRequest detail, or None."""
-    status = status_pb2.Status.FromString(status_bytes)
-    for any_ in status.details:
-        if any_.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            br = error_details_pb2.BadRequest()
-            any_.Unpack(br)
-            if br.field_violations:
-                return br.field_violations[0].field, br.field_violations[0].description
-    return None
