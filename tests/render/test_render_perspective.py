@@ -134,3 +134,14 @@ def test_epipolar_renderer_agrees_with_ray_casting(camera):
     err = np.abs(cast - epi).max(axis=-1)
     # Equal everywhere but along the box's silhouette, which may move by a fraction of a panorama pixel.
     assert err.mean() < 1.0 and np.median(err) <= 1 and (err > 8).mean() < 0.04
+
+
+def test_missing_open3d_is_a_clear_precondition_error(monkeypatch):
+    import sys
+
+    from ldm3d.errors import FailedPrecondition
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # what `import open3d` sees when it is not installed
+    rgb, depth = smooth_pano(64, 32)
+    with pytest.raises(FailedPrecondition, match="libusb-1.0-0"):
+        MeshScene(prepare_panorama(rgb, depth))

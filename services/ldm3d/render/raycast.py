@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import FailedPrecondition
 from .camera import Camera
 from .geometry import Panorama, SphereMesh, Texture, build_mesh, pixel_lat, pixel_lon
 
@@ -30,7 +31,13 @@ class MeshScene:
     """A displaced sphere in an open3d ``RaycastingScene``; build once, cast many frames."""
 
     def __init__(self, pano: Panorama, mesh: SphereMesh | None = None):
-        import open3d as o3d  # imported here: open3d is the optional [render] extra and slow to import
+        try:
+            import open3d as o3d  # imported here: open3d is the optional [render] extra and slow to import
+        except (ImportError, OSError) as exc:  # e.g. libusb-1.0.so.0 missing: open3d links it even on servers
+            raise FailedPrecondition(
+                f"open3d cannot be imported ({exc}): `apt-get install libusb-1.0-0` and `pip install -e '.[render]'`; "
+                "perspective frames also render without it with --renderer epipolar"
+            ) from None
 
         self._o3d = o3d
         self.pano = pano
