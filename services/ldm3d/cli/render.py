@@ -73,7 +73,7 @@ def register(subparsers) -> None:
     )
     o.add_argument("--seconds", type=float, default=8.0, help="length of the camera move")
     o.add_argument("--fps", type=float, default=30.0, help="frames per second")
-    o.add_argument("--size", type=_size, default=(1920, 1080), help="frame size per eye, WxH (even)")
+    o.add_argument("--size", type=_size, default="1920x1080", help="frame size per eye, WxH (even)")
     o.add_argument(
         "--hfov",
         type=float,
