@@ -81,6 +81,20 @@ def test_near_patch_has_crossed_disparity_of_predicted_size():
     assert _centroid(flat[:h], 0) - _centroid(flat[h:], 0) == pytest.approx(expect_sphere, abs=0.6)
 
 
+def test_eye_separation_shrinks_towards_the_poles():
+    # With the ×cos(lat) separation a point's longitude shift is asin(a / r) at every latitude, so its angular
+    # disparity on the sphere, Δlon · cos(lat), falls to zero at the poles (no pole artefacts).
+    w, h, radius, ipd = 512, 256, 0.5, 0.064
+    rng = np.random.default_rng(4)
+    rgb = rng.integers(60, 140, (h, w, 3), dtype=np.uint8)
+    lon, lat = np.meshgrid(np.degrees(pixel_lon(w)), np.degrees(pixel_lat(h)))
+    rgb[(np.abs(lon) < 5) & (np.abs(lat - 60) < 4)] = (0, 0, 250)
+    pano = prepare_panorama(rgb, np.full((h, w), 32768, np.uint16), radius=radius)
+    ods = render_ods(pano, (w, h), ipd)
+    shift_px = _centroid(ods[:h], 2) - _centroid(ods[h:], 2)
+    assert shift_px == pytest.approx(2 * math.asin(ipd / 2 / radius) * w / (2 * math.pi), abs=0.6)
+
+
 def test_scanline_matches_one_ray_at_a_time_tracing():
     rgb, depth = smooth_pano(48, 24, wobble=0.35)
     pano = prepare_panorama(rgb, depth, radius=0.5)
