@@ -120,6 +120,7 @@ def test_keyframes_file(tmp_path):
         Camera((0.0, 0.0, -0.5), hfov=75),  # dolly: the epipole is the frame's centre
         Camera((0.3, 0.0, 0.0), hfov=75),  # orbit-like: the epipole is off to the side
         Camera((0.3, 0.2, 0.1), yaw=150, pitch=-30, hfov=90),  # looking back, away from it
+        Camera((0.0, 0.0, -0.5), yaw=180, hfov=75),  # the anti-epipole (towards the origin) is the centre
     ],
 )
 def test_epipolar_renderer_agrees_with_ray_casting(camera):

@@ -29,7 +29,7 @@ import numpy as np
 
 from .geometry import Panorama
 
-# The epipolar image's grid is this fraction of the frame's smallest pixel angle (finer = sharper, slower).
+# The epipolar image's ψ pitch in units of the frame's central pixel angle (finer = sharper, slower).
 GRID_PIXELS = 1.0
 # Samples along each half-plane per panorama pixel. Colours are looked up per output pixel at its exact hit
 # direction, but a depth edge is placed at the last sample before it: two per pixel keep that within half a
@@ -55,8 +55,9 @@ def render_perspective_epipolar(pano: Panorama, origin: np.ndarray, dirs: np.nda
     chi = np.arctan2(x2, x1)
     psi = np.arctan2(np.hypot(x1, x2), x3)
 
-    # 2. The epipolar grid: pitch from the frame's smallest pixel angle; χ spacing so neighbouring half-planes are
-    #    that far apart where they are widest apart in the frame (sin ψ).
+    # 2. The epipolar grid: ψ pitch from the frame's central pixel angle; χ spacing so neighbouring half-planes are
+    #    that far apart where they are widest apart in the frame (sin ψ). A frame around the epipole (ψ = 0) or
+    #    the anti-epipole (ψ = π) sees every half-plane: then χ covers the full circle.
     h, w = d.shape[:2]
     pix = _angle(d[h // 2, w // 2], d[h // 2, w // 2 - 1])  # the largest pixel angle: the centre's
     dpsi = GRID_PIXELS * pix
