@@ -297,18 +297,20 @@ def render_job(
 
     # 4. A 360 video: ODS from each of the path's camera positions (orientation stays world-fixed).
     if spec.video360:
-        if scene is None:
-            scene = MeshScene(pano)
+        if scene is None and any(np.linalg.norm(c.position) > 0 for c in cams):
+            scene = MeshScene(pano)  # ODS from a moved centre is cast; from the origin it is the scanline still
         counter360 = iter(range(1, frames + 1))
+        at_origin: list[np.ndarray] = []
 
         def ods_iter():
             for cam in cams:
                 c = np.asarray(cam.position, dtype=np.float64)
-                yield (
-                    render_ods(pano, eye, spec.ipd)
-                    if np.linalg.norm(c) == 0
-                    else render_ods_raycast(scene, eye, spec.ipd, centre=c)
-                )
+                if np.linalg.norm(c) > 0:
+                    yield render_ods_raycast(scene, eye, spec.ipd, centre=c)
+                    continue
+                if not at_origin:
+                    at_origin.append(render_ods(pano, eye, spec.ipd))
+                yield at_origin[0]
 
         sink.video(
             f"{path_name(spec.path)}_360.mp4",
