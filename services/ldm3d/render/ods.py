@@ -41,14 +41,16 @@ def render_equirect(pano: Panorama, size: tuple[int, int], eye: str = "mono", ip
     src = (pano.rgb, pano.background_rgb, pano.radius, pano.valid)
     if eye == "right":
         src = tuple(np.ascontiguousarray(x[:, ::-1]) for x in src)
-    # Rows are independent and numpy releases the GIL in its loops: one band of rows per core.
-    ho = size[1]
-    n = max(1, min(os.cpu_count() or 1, 8, ho // 16))
+    # Rows are independent and numpy releases the GIL in its loops: bands of rows on one thread per core. Bands of
+    # at most ~2 M output pixels keep the temporaries (~100 bytes per pixel) small at any size.
+    ho, wo = size[1], size[0]
+    threads = max(1, min(os.cpu_count() or 1, 8, ho // 16))
+    n = max(threads, -(-ho * wo // 2_000_000))
     bounds = [(ho * i // n, ho * (i + 1) // n) for i in range(n)]
-    if n == 1:
-        out = _left_eye(*src, pano.edge_threshold, size, a, bounds[0])
+    if threads == 1:
+        out = np.concatenate([_left_eye(*src, pano.edge_threshold, size, a, b) for b in bounds])
     else:
-        with ThreadPoolExecutor(n) as pool:
+        with ThreadPoolExecutor(threads) as pool:
             out = np.concatenate(list(pool.map(lambda b: _left_eye(*src, pano.edge_threshold, size, a, b), bounds)))
     return np.ascontiguousarray(out[:, ::-1]) if eye == "right" else out
 
