@@ -68,6 +68,17 @@ def test_image_to_image_from_files(tiny_model, tmp_path):
     assert meta["image_to_image"] == {"strength": 0.6}
 
 
+def test_image_to_image_with_estimated_depth(tiny_model, tmp_path):
+    from ldm3d.evaluation.depth_models import make_tiny_dpt
+
+    dpt = make_tiny_dpt(tmp_path / "dpt")
+    codec.write_png(tmp_path / "pano.png", np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    ldm3d("generate", "--model", tiny_model, "--prompt", "p", "--init-rgb", tmp_path / "pano.png", "--estimate-depth",
+          "--depth-model", dpt, "--strength", 0.7, "--steps", 4, "--seed", 3, "--out", tmp_path / "o", "--no-progress")
+    meta = json.loads((tmp_path / "o" / "p_s3.json").read_text())
+    assert meta["image_to_image"] == {"strength": 0.7, "init_depth": f"estimated by {dpt}"}
+
+
 @pytest.mark.parametrize(
     "args, needle",
     [

@@ -45,6 +45,10 @@ def register(sub) -> None:
     i.add_argument("--init-rgb", metavar="PNG", help="init RGB image (its size must be --width x --height)")
     i.add_argument("--init-depth", metavar="PNG", help="init depth, a 16-bit grayscale PNG")
     i.add_argument("--strength", type=float, default=0.8, help="how far to noise the init image, in (0, 1]")
+    i.add_argument("--estimate-depth", action="store_true",
+                   help="estimate the init depth from --init-rgb with DPT (the paper's panorama stage, Fig. 2a)")
+    i.add_argument("--depth-model", default="Intel/dpt-large", metavar="DIR_OR_ID",
+                   help="DPT checkpoint for --estimate-depth (`ldm3d make-tiny-depth-model DIR --kind dpt` offline)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default="outputs", metavar="DIR", help="output folder")
     o.add_argument("--stem", help="file name stem (default: from the prompt and seed)")
@@ -59,6 +63,13 @@ class _Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFo
 def _params(args) -> GenerateParams:
     init_rgb = codec.read_rgb(args.init_rgb, "--init-rgb") if args.init_rgb else None
     init_depth = codec.read_depth(args.init_depth, "--init-depth") if args.init_depth else None
+    if args.estimate_depth:
+        if init_rgb is None or init_depth is not None:
+            raise InvalidArgument("--estimate-depth needs --init-rgb and replaces --init-depth: give one of them",
+                                  field="init_depth")
+        from ..evaluation.depth_models import estimate_relative_depth, load_depth_model
+
+        init_depth = estimate_relative_depth(load_depth_model(args.depth_model, field="depth_model"), init_rgb)
     if init_rgb is not None and args.height is None and args.width is None:
         args.height, args.width = init_rgb.shape[:2]
     return GenerateParams(
@@ -119,6 +130,8 @@ def run(args) -> int:
     finally:
         if bar is not None:
             bar.close()
+    if args.estimate_depth and result.metadata.get("image_to_image"):
+        result.metadata["image_to_image"]["init_depth"] = f"estimated by {args.depth_model}"
     for path in write_outputs(result, Path(args.out), args.stem):
         print(path)
     return 0
