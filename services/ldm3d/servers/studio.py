@@ -28,6 +28,7 @@ from .requests import generate_params
 from .stages import Sampled, Step
 
 MAX_BATCH = 16
+BATCH_IN_FLIGHT = 2
 
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
@@ -53,13 +54,23 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             item.request_id = item.request_id or uuid.uuid4().hex
         jobs = [self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
         deadline = self._call("", context).deadline
+        # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would
+        # only fill the sampler's admission queue (and be refused) on behalf of a single call
+        slots = asyncio.Semaphore(BATCH_IN_FLIGHT)
 
         async def one(job, item):
-            async for event in self._run(*job, Call(item.request_id, deadline)):
-                if not isinstance(event, Step):
-                    return event
+            async with slots:
+                async for event in self._run(*job, Call(item.request_id, deadline)):
+                    if not isinstance(event, Step):
+                        return event
 
-        results = await asyncio.gather(*(one(j, it) for j, it in zip(jobs, request.requests)))
+        tasks = [asyncio.ensure_future(one(j, it)) for j, it in zip(jobs, request.requests)]
+        try:
+            results = await asyncio.gather(*tasks)
+        finally:  # one failed (or the call was cancelled): stop the others instead of finishing work nobody reads
+            for t in tasks:
+                t.cancel()
+            await asyncio.wait(tasks)
         return pb.GenerateBatchResponse(results=results)
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:

@@ -79,8 +79,8 @@ class StudioServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GenerateBatch(self, request, context):
-        """Generate several prompts; answers when all are done, results in request order. Items run concurrently
-        within the sampler's admission limit; one bad item fails the whole call before any work starts.
+        """Generate several prompts; answers when all are done, results in request order. Two items are in flight at
+        a time; one bad item fails the whole call before any work starts, one failing item stops the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
