@@ -130,6 +130,45 @@ def bench_unet(preset, modules, runtime, sizes, repeats, precision) -> list[dict
     return rows
 
 
+def profile_unet(preset, runtime, modules, size, top=12) -> dict:
+    """Where a U-Net step's time goes: ONNX Runtime's per-operator profile and torch's, grouped by operator type."""
+    import onnxruntime as ort
+    from torch.profiler import ProfilerActivity, profile
+
+    unet = modules["unet"]
+    factor = 8 if preset == "sd14" else 2
+    h = size // factor
+    rng = np.random.default_rng(0)
+    x = {"sample": rng.standard_normal((2, unet.config.in_channels, h, h), dtype=np.float32),
+         "timestep": np.array([501.0, 501.0], np.float32),
+         "encoder_hidden_states": rng.standard_normal((2, 77, unet.config.cross_attention_dim), dtype=np.float32)}
+    path = runtime.repository.version_dir("unet", runtime.metadata("unet").version) / "model.onnx"
+    opts = ort.SessionOptions()
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(Path("/tmp") / f"ort-unet-{preset}-{size}")
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, x)
+    sess.run(None, x)
+    trace = json.loads(Path(sess.end_profiling()).read_text())
+    runs = [e for e in trace if e.get("cat") == "Session" and e.get("name") == "model_run"]
+    last_start = runs[-1]["ts"] if runs else 0
+    by_op: dict[str, float] = {}
+    for e in trace:
+        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= last_start:
+            op = e.get("args", {}).get("op_name", "?")
+            by_op[op] = by_op.get(op, 0.0) + e["dur"] / 1e6
+    total = sum(by_op.values())
+    print(f"\n[{preset}] ONNX Runtime U-Net {size}², one step, {total:.2f} s in kernels:")
+    for op, sec in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {op:<28} {sec:7.3f} s  {100 * sec / total:5.1f} %")
+    torch_rt = TorchRuntime(modules)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        torch_rt.infer("unet", x)
+    print(f"[{preset}] torch eager U-Net {size}², one step:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+    return {"preset": preset, "size": size, "ort_kernel_s": total, "ort_by_op_s": by_op}
+
+
 def bench_e2e(preset, modules, runtime, sizes, steps, repeats, precision, workdir) -> list[dict]:
     from ldm3d.models.tokenizer import write_clip_tokenizer
     from ldm3d.pipeline import GenerateParams, LDM3DPipeline, PipelineSpec
@@ -186,6 +225,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: all cores)")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ldm3d-bench"))
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    ap.add_argument("--profile", action="store_true", help="also print where a U-Net step's time goes (ORT, torch)")
     args = ap.parse_args(argv)
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.threads:
@@ -200,6 +240,8 @@ def main(argv=None) -> int:
         modules, runtime = prepare(preset, args.workdir / preset, models)
         with torch.inference_mode():
             results["unet"] += bench_unet(preset, modules, runtime, sizes, args.repeats, args.precision)
+            if args.profile:
+                results.setdefault("profile", []).extend(profile_unet(preset, runtime, modules, s) for s in sizes)
             if steps:
                 results["e2e"] += bench_e2e(preset, modules, runtime, sizes, steps, max(1, args.repeats - 1),
                                             args.precision, args.workdir / preset)
