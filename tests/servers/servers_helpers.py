@@ -6,6 +6,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -45,12 +46,15 @@ class ProcessServer:
     def __init__(self, service: str, *args: str, env: dict | None = None):
         cmd = [sys.executable, "-m", "ldm3d", "serve", service, "--host", "127.0.0.1", "--port", "0",
                "--metrics-port", "off", "--grace", "5", *args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        # logs go to a file: a pipe nobody reads would block the server once its buffer is full
+        self.log = tempfile.NamedTemporaryFile("w+", prefix=f"ldm3d-{service}-", suffix=".log")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, text=True, cwd=ROOT,
                                      env={**os.environ, **(env or {})})  # same threads as here (bit equality)
         line = self.proc.stdout.readline()
         if "listening on" not in line:
             self.proc.kill()
-            raise RuntimeError(f"`{' '.join(cmd)}` did not start: {line}{self.proc.stderr.read()[-3000:]}")
+            self.log.seek(0)
+            raise RuntimeError(f"`{' '.join(cmd)}` did not start: {line}{self.log.read()[-3000:]}")
         self.port = int(line.split("listening on ")[1].split()[0].rsplit(":", 1)[1])
         self.target = f"127.0.0.1:{self.port}"
 
@@ -61,6 +65,8 @@ class ProcessServer:
         finally:
             if self.proc.poll() is None:
                 self.proc.kill()
+            self.proc.stdout.close()
+            self.log.close()
 
 
 def healthy(target: str, service: str = "") -> bool:
