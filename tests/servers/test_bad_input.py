@@ -60,6 +60,7 @@ BAD_GENERATE = [
     ({"scheduler": "karras-magic"}, "scheduler"),
     ({"seed": 2**64 - 1}, "seed"),
     ({"num_images": 0}, "num_images"),
+    ({"image_encoding": 9}, "image_encoding"),
     ({"init_image": _rgbd(depth_png=_png8_gray()), "strength": 0.5}, "init_image.depth.png"),
     ({"init_image": _rgbd(rgb_png=b"GIF89a not a png at all"), "strength": 0.5}, "init_image.rgb.png"),
     ({"init_image": _rgbd(), "strength": 1.5}, "strength"),

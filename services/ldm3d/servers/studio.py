@@ -107,11 +107,12 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
                 init_rgb, init_depth = read_rgbd(request.init_image, "init_image", served.spec.vae_scale_factor)
             p = generate_params(request, prompt=request.prompt, negative_prompt=request.negative_prompt,
                                 init_rgb=init_rgb, init_depth=init_depth).resolved(served.spec)
+            raw = tensors.is_raw(request.image_encoding)
         except Exception as exc:
             if prefix and getattr(exc, "field", None):
                 exc.field = prefix + exc.field
             raise
-        return served, p, tensors.is_raw(request.image_encoding)
+        return served, p, raw
 
     async def _run(self, served: ServedModel, p, raw: bool, call: Call) -> AsyncIterator[Step | pb.GenerateResult]:
         down = self.downstream

@@ -95,7 +95,10 @@ def rgbd(rgb: np.ndarray, depth: np.ndarray, raw: bool) -> pb.RGBD:
     return pb.RGBD(rgb=pb.Image(png=codec.encode_png(rgb)), depth=pb.Image(png=codec.encode_png(depth)))
 
 
-def is_raw(encoding: int) -> bool:
+def is_raw(encoding: int, field: str = "image_encoding") -> bool:
+    """Whether raw arrays were asked for (PNG is the default); an unknown enum value is INVALID_ARGUMENT."""
+    if encoding not in pb.ImageEncoding.values():
+        raise invalid(field, encoding, "use IMAGE_ENCODING_PNG (the default) or IMAGE_ENCODING_RAW")
     return encoding == pb.IMAGE_ENCODING_RAW
 
 
