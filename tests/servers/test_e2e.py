@@ -4,6 +4,8 @@ with every service in its own process on its own port."""
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -81,6 +83,23 @@ def test_separate_processes_equal_in_process(separate, tiny_pipeline):
         _assert_same(client.generate(gateway.target, p, timeout=60), tiny_pipeline(p))
     for s in (gateway, *stages.values()):
         assert healthy(s.target)
+
+
+def test_request_id_travels_to_every_service(separate):
+    gateway, stages = separate
+    with client.StudioClient(gateway.target, timeout=60) as c:
+        c.generate(GenerateParams(prompt="a cabin", steps=2, seed=1), request_id="trace-e2e-1")
+    for s in (gateway, *stages.values()):
+        _wait_for_log(s, "trace-e2e-1")
+
+
+def _wait_for_log(server, text, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if text in Path(server.log.name).read_text():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{text!r} not in the log of {server.proc.args[4]}")
 
 
 def test_deadline_is_propagated_downstream(separate):
