@@ -28,7 +28,11 @@ class ThreadServer:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.server = Server(self.cfg)
-        self.port = self.run(self.server.start(), timeout=120)
+        try:
+            self.port = self.run(self.server.start(), timeout=120)
+        except BaseException:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            raise
         self.target = f"127.0.0.1:{self.port}"
 
     def run(self, coro, timeout=60):

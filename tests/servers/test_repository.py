@@ -21,6 +21,19 @@ def repository(tiny_model, tmp_path_factory):
     return root
 
 
+def test_a_corrupted_repository_fails_the_start_not_a_request(repository, tmp_path):
+    import shutil
+
+    from ldm3d.errors import FailedPrecondition
+
+    broken = tmp_path / "broken"
+    shutil.copytree(repository, broken)
+    onnx = broken / "unet" / "1" / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:-100])
+    with pytest.raises(FailedPrecondition, match="unet"):
+        ThreadServer(service="sampler", repository=str(broken), runtime="embedded")
+
+
 def test_repository_platform_equals_in_process(repository):
     server = ThreadServer(service="all", repository=str(repository), runtime="embedded")
     try:

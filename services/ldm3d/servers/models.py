@@ -107,6 +107,10 @@ class ModelRegistry:
                 pipe = LDM3DPipeline.from_repository(cfg.repository, runtime=cfg.runtime, triton_url=cfg.triton_url,
                                                      version=version)
                 spec = pipe.spec
+                # load (and, embedded, sha256-verify) every model now: a corrupted file fails the start or the
+                # version's first request, never a generation half-way
+                for model, v in spec.versions.items():
+                    pipe.runtime.metadata(model, v)
             else:
                 from ..repository import spec_from_repository
 
