@@ -39,7 +39,7 @@ def pair(request, tiny_model, tiny_model_4c):
     return LDM3DPipeline.from_checkpoint(folder), *_diffusers(folder)
 
 
-@pytest.mark.parametrize("scheduler", ["ddim", "pndm", "euler-a", "dpm++"])
+@pytest.mark.parametrize("scheduler", ["ddim", "pndm", "euler", "euler-a", "dpm++", "lms"])
 def test_matches_diffusers(pair, scheduler):
     ours, ref, captured = pair
     ref.scheduler = create_scheduler(scheduler, ours.spec.scheduler_config)

@@ -78,6 +78,7 @@ def test_image_to_image_uses_the_init_image_and_strength(tiny_pipeline):
         (dict(height=70), "height"),
         (dict(width=4096), "width"),
         (dict(steps=0), "steps"),
+        (dict(steps=1000), "steps"),  # past the training schedule with steps_offset=1
         (dict(guidance_scale=-1.0), "guidance_scale"),
         (dict(scheduler="nope"), "scheduler"),
         (dict(prompt="  "), "prompt"),

@@ -124,7 +124,8 @@ def run(args) -> int:
         if args.server:
             from ..client import generate as remote_generate
 
-            result = remote_generate(args.server, params, on_step=on_step)
+            result = remote_generate(args.server, params, on_step=on_step,
+                                     version="" if args.version is None else str(args.version))
         else:
             result = _pipeline(args)(params, on_step=on_step)
     finally:

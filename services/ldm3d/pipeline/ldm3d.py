@@ -82,16 +82,19 @@ class LDM3DPipeline:
         decoded = self.autoencoder.decode(latents)
         rgb_float, rgb_u8, depth = codec.decode_rgbd(decoded)
         t3 = time.perf_counter()
-        meta = generation_metadata(self, p, cond.token_counts[0], cond.truncated_tokens[0],
+        meta = generation_metadata(self.spec, self.runtime.kind, p, cond.token_counts[0], cond.truncated_tokens[0],
                                    {"encode_s": t1 - t0, "sample_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0})
         return GenerateResult(list(rgb_u8), list(depth), rgb_float, decoded, p, meta)
 
 
-def generation_metadata(pipe: LDM3DPipeline, p: GenerateParams, tokens: int, truncated: int, timings: dict) -> dict:
-    """Every parameter, the seed, the checkpoint and its hash, the scheduler and timings: the ``<stem>.json`` sidecar."""
+def generation_metadata(spec: PipelineSpec, runtime_kind: str, p: GenerateParams, tokens: int, truncated: int,
+                        timings: dict) -> dict:
+    """Every parameter, the seed, the checkpoint and its hash, the scheduler and timings: the ``<stem>.json`` sidecar.
+
+    Takes the spec and the runtime's kind, not a pipeline, so that a gateway whose stages run elsewhere builds the
+    very same record."""
     from .. import __version__
 
-    spec = pipe.spec
     return {
         "prompt": p.prompt,
         "negative_prompt": p.negative_prompt,
@@ -110,7 +113,7 @@ def generation_metadata(pipe: LDM3DPipeline, p: GenerateParams, tokens: int, tru
             "checkpoint_sha256": spec.checkpoint_hash,
             "rgbd_channels": spec.rgbd_channels,
             "versions": dict(spec.versions),
-            "runtime": pipe.runtime.kind,
+            "runtime": runtime_kind,
         },
         "depth_encoding": "16-bit PNG, relative inverse depth (larger = nearer); "
         + ("6-channel (0, d>>8, d&0xFF)" if spec.rgbd_channels == 6 else "4-channel round(d*65535)"),

@@ -79,8 +79,11 @@ class GenerateParams:
             if not isinstance(v, (int, np.integer)) or v % multiple or not MIN_SIDE <= v <= MAX_SIDE:
                 raise _bad(f, v, f"use a multiple of {multiple} between {MIN_SIDE} and {MAX_SIDE} "
                                  f"(this checkpoint's default is {spec.default_height})")
-        if not isinstance(self.steps, (int, np.integer)) or not 1 <= self.steps <= MAX_STEPS:
-            raise _bad("steps", self.steps, f"use 1 to {MAX_STEPS} denoising steps (50 is the usual)")
+        # "leading" spacing puts the first timestep at steps_offset + (steps - 1) * (T // steps): past T - 1 for T steps
+        max_steps = min(MAX_STEPS, int(spec.scheduler_config.get("num_train_timesteps", 1000))
+                        - int(spec.scheduler_config.get("steps_offset", 0)))
+        if not isinstance(self.steps, (int, np.integer)) or not 1 <= self.steps <= max_steps:
+            raise _bad("steps", self.steps, f"use 1 to {max_steps} denoising steps (50 is the usual)")
         if not np.isfinite(self.guidance_scale) or not 0.0 <= self.guidance_scale <= 100.0:
             raise _bad("guidance_scale", self.guidance_scale, "use 0 to 100 (≤ 1 disables classifier-free guidance; 5 is the paper's)")
         if not isinstance(self.seed, (int, np.integer)) or not 0 <= self.seed <= MAX_SEED:

@@ -32,13 +32,18 @@ class TextEncoding:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, tuple[np.ndarray, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self._tokenizer_lock = threading.Lock()
         self.cache_hits = 0
 
     def tokenize(self, prompts: list[str]) -> tuple[np.ndarray, list[int]]:
         """``int64 [B, max_len]`` ids padded/truncated like diffusers, and each prompt's untruncated token count."""
         n = self.spec.max_text_length
-        ids = self.tokenizer(prompts, padding="max_length", max_length=n, truncation=True, return_tensors="np").input_ids
-        counts = [len(x) for x in self.tokenizer(prompts, padding=False, truncation=False, verbose=False).input_ids]
+        # A fast (Rust) tokenizer keeps padding/truncation settings on the shared object, and we call it twice with
+        # different ones: concurrent calls would race (seen in the servers: [1, 4, D] embeddings).
+        with self._tokenizer_lock:
+            ids = self.tokenizer(prompts, padding="max_length", max_length=n, truncation=True,
+                                 return_tensors="np").input_ids
+            counts = [len(x) for x in self.tokenizer(prompts, padding=False, truncation=False, verbose=False).input_ids]
         return ids.astype(np.int64), counts
 
     def encode(self, prompts: list[str]) -> EncodedText:

@@ -8,7 +8,6 @@ stages are all remote loads specs only (sizes, defaults and scheduler: no weight
 from __future__ import annotations
 
 import threading
-import types
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +30,6 @@ class ServedModel:
             raise RuntimeError(f"model {self.name} {self.version} was loaded without weights")
         return self.pipeline
 
-    @property
-    def metadata_source(self):
-        """What :func:`ldm3d.pipeline.ldm3d.generation_metadata` reads (``.spec``, ``.runtime.kind``), also when
-        the weights live in another process."""
-        return types.SimpleNamespace(spec=self.spec, runtime=types.SimpleNamespace(kind=self.runtime_kind))
 
 
 class ModelRegistry:

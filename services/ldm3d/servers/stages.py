@@ -45,16 +45,9 @@ class Stages:
         self.admission = admission
         # sampling threads are bounded by admission; one more pool would only let jobs fight for cores
         self._sampling = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="sampler")
-        # A fast (Rust) tokenizer keeps its padding/truncation settings on the shared object, and TextEncoding
-        # tokenises twice per call with different settings: concurrent calls would race (seen: [1, 4, D] embeddings).
-        self._text_lock = threading.Lock()
 
     async def encode_text(self, served: ServedModel, prompts: list[str]) -> EncodedText:
-        def encode():
-            with self._text_lock:
-                return served.require_pipeline().text.encode(prompts)
-
-        enc = await _in_thread(None, encode)
+        enc = await _in_thread(None, served.require_pipeline().text.encode, prompts)
         metrics.TEXT_CACHE_HITS.labels(served.name).set(served.require_pipeline().text.cache_hits)
         return enc
 

@@ -138,7 +138,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         # 4. decode to RGB + 16-bit depth (PNG unless raw arrays were asked for)
         images = await down.decode(served, sampled.latents, raw, call)
         t3 = time.perf_counter()
-        meta = generation_metadata(served.metadata_source, p, cond.token_counts[0], cond.truncated_tokens[0],
+        meta = generation_metadata(served.spec, served.runtime_kind, p, cond.token_counts[0], cond.truncated_tokens[0],
                                    {"encode_s": t1 - t0, "sample_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0})
         meta["model"]["name"], meta["model"]["version"] = served.name, served.version
         yield pb.GenerateResult(
