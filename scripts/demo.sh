@@ -2,7 +2,8 @@
 # The main job, offline, on a tiny random-weight model (no hub is needed): `make demo` runs this with .venv/bin on PATH.
 #   1. build a tiny LDM3D checkpoint            (ldm3d make-tiny-model)
 #   2. text -> RGB + 16-bit depth, in-process   (ldm3d generate --model)
-#   3. RGBD -> ODS still, orbit MP4, .glb mesh  (ldm3d render)
+#   3. the same through the gRPC platform      (ldm3d serve all + ldm3d generate --server)
+#   4. RGBD -> ODS still, orbit MP4, .glb mesh  (ldm3d render)
 set -euo pipefail
 OUT="${1:-demo}"
 PROMPT="${2:-a cozy wooden cabin in a snowy pine forest at dusk}"
@@ -14,7 +15,16 @@ step "1. a tiny random-weight LDM3D checkpoint (diffusers layout, real CLIP toke
 step "2. text -> RGBD with the torch runtime"
 ldm3d generate --model "$OUT/tiny" --prompt "$PROMPT" --seed 42 --steps 25 --scheduler ddim --out "$OUT/out" --stem cabin
 
-step "3. RGBD -> 360: an ODS stereo still (left eye on top), a camera-move MP4 and a textured .glb"
+step "3. the same job through the platform: ldm3d serve all (gRPC) + ldm3d generate --server"
+ldm3d serve all --host 127.0.0.1 --port 0 --metrics-port off --checkpoint "$OUT/tiny" >"$OUT/serve.out" 2>"$OUT/serve.log" &
+SERVER=$!; trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+until grep -q "listening on" "$OUT/serve.out"; do kill -0 "$SERVER"; sleep 0.2; done
+ADDR=$(sed -n 's/.*listening on \([^ ]*\).*/\1/p' "$OUT/serve.out")
+ldm3d generate --server "$ADDR" --prompt "$PROMPT" --seed 42 --steps 25 --scheduler ddim --out "$OUT/out-platform" --stem cabin
+cmp "$OUT/out/cabin_depth.png" "$OUT/out-platform/cabin_depth.png" && echo "platform output == in-process output (bit for bit)"
+kill -TERM "$SERVER"; wait "$SERVER"; trap - EXIT
+
+step "4. RGBD -> 360: an ODS stereo still (left eye on top), a camera-move MP4 and a textured .glb"
 ldm3d render --rgb "$OUT/out/cabin_rgb.png" --depth "$OUT/out/cabin_depth.png" --out "$OUT/render" \
     --ods --path orbit --seconds 2 --fps 12 --size 640x360 --mesh glb
 

@@ -119,7 +119,12 @@ def make_tiny_model(out_dir: str | Path, depth_channels: int = 3, preset: str = 
     """
     import torch
     from diffusers import StableDiffusionLDM3DPipeline
+    from diffusers.utils import logging as dlog
 
+    # diffusers warns that the LDM3D pipeline class is deprecated upstream and that .to(fp16) "can be inconsistent":
+    # both are expected here (we only use the class to write the folder layout), so keep the user's screen clean.
+    dlog.set_verbosity_error()
+    dlog.disable_progress_bar()
     out = Path(out_dir)
     comps = build_components(preset, depth_channels, seed)
     tokenizer_dir = write_clip_tokenizer(out / "tokenizer")
