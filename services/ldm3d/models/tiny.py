@@ -118,6 +118,10 @@ def make_tiny_model(out_dir: str | Path, depth_channels: int = 3, preset: str = 
     exercised by every test.
     """
     import torch
+    import transformers.utils.logging as tlog
+
+    tlog.set_verbosity_error()  # before diffusers' import, which warns about torchvision-less image processors
+    tlog.disable_progress_bar()
     from diffusers import StableDiffusionLDM3DPipeline
     from diffusers.utils import logging as dlog
 
