@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from ldm3d.v1 import common_pb2 as ldm3d_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14ldm3d/v1/depth.proto\x12\x08ldm3d.v1\x1a\x15ldm3d/v1/common.proto\"\x99\x01\n\x14\x45stimateDepthRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1c\n\x03rgb\x18\x02 \x01(\x0b\x32\x0f.ldm3d.v1.Image\x12/\n\x0eimage_encoding\x18\x03 \x01(\x0e\x32\x17.ldm3d.v1.ImageEncoding\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\"b\n\x15\x45stimateDepthResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x05\x64\x65pth\x18\x02 \x01(\x0b\x32\x0f.ldm3d.v1.Image\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xb5\x02\n\x14\x45valuateDepthRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x0fpredicted_depth\x18\x02 \x01(\x0b\x32\x0f.ldm3d.v1.Image\x12*\n\x0freference_depth\x18\x03 \x01(\x0b\x32\x0f.ldm3d.v1.ImageH\x00\x12\x1e\n\x03rgb\x18\x04 \x01(\x0b\x32\x0f.ldm3d.v1.ImageH\x00\x12\"\n\x15reference_depth_scale\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rsample_pixels\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x03\x88\x01\x01\x42\x0b\n\treferenceB\x18\n\x16_reference_depth_scaleB\x10\n\x0e_sample_pixelsB\x07\n\x05_seed\"y\n\x0c\x44\x65pthMetrics\x12\x0f\n\x07\x61\x62s_rel\x18\x01 \x01(\x01\x12\x0c\n\x04rmse\x18\x02 \x01(\x01\x12\r\n\x05scale\x18\x03 \x01(\x01\x12\r\n\x05shift\x18\x04 \x01(\x01\x12\x14\n\x0cvalid_pixels\x18\x05 \x01(\x03\x12\x16\n\x0esampled_pixels\x18\x06 \x01(\x03\"T\n\x15\x45valuateDepthResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x07metrics\x18\x02 \x01(\x0b\x32\x16.ldm3d.v1.DepthMetrics2\xaa\x01\n\x0e\x44\x65pthEvaluator\x12K\n\x08\x45stimate\x12\x1e.ldm3d.v1.EstimateDepthRequest\x1a\x1f.ldm3d.v1.EstimateDepthResponse\x12K\n\x08\x45valuate\x12\x1e.ldm3d.v1.EvaluateDepthRequest\x1a\x1f.ldm3d.v1.EvaluateDepthResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14ldm3d/v1/depth.proto\x12\x08ldm3d.v1\x1a\x15ldm3d/v1/common.proto\"\x99\x01\n\x14\x45stimateDepthRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1c\n\x03rgb\x18\x02 \x01(\x0b\x32\x0f.ldm3d.v1.Image\x12/\n\x0eimage_encoding\x18\x03 \x01(\x0e\x32\x17.ldm3d.v1.ImageEncoding\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\t\"q\n\x15\x45stimateDepthResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x05\x64\x65pth\x18\x02 \x01(\x0b\x32\x0f.ldm3d.v1.Image\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\"\xa6\x03\n\x14\x45valuateDepthRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x0fpredicted_depth\x18\x02 \x01(\x0b\x32\x0f.ldm3d.v1.Image\x12*\n\x0freference_depth\x18\x03 \x01(\x0b\x32\x0f.ldm3d.v1.ImageH\x00\x12\x1e\n\x03rgb\x18\x04 \x01(\x0b\x32\x0f.ldm3d.v1.ImageH\x00\x12\"\n\x15reference_depth_scale\x18\x05 \x01(\x01H\x01\x88\x01\x01\x12\x1a\n\rsample_pixels\x18\x06 \x01(\x03H\x02\x88\x01\x01\x12\x11\n\x04seed\x18\x07 \x01(\x04H\x03\x88\x01\x01\x12\x17\n\x0finclude_aligned\x18\x08 \x01(\x08\x12\x15\n\x08\x66lip_aug\x18\t \x01(\x08H\x04\x88\x01\x01\x12\x17\n\x0freference_model\x18\n \x01(\t\x12\x19\n\x11reference_version\x18\x0b \x01(\tB\x0b\n\treferenceB\x18\n\x16_reference_depth_scaleB\x10\n\x0e_sample_pixelsB\x07\n\x05_seedB\x0b\n\t_flip_aug\"\xce\x01\n\x0c\x44\x65pthMetrics\x12\x0f\n\x07\x61\x62s_rel\x18\x01 \x01(\x01\x12\x0c\n\x04rmse\x18\x02 \x01(\x01\x12\r\n\x05scale\x18\x03 \x01(\x01\x12\r\n\x05shift\x18\x04 \x01(\x01\x12\x14\n\x0cvalid_pixels\x18\x05 \x01(\x03\x12\x16\n\x0esampled_pixels\x18\x06 \x01(\x03\x12\x18\n\x10\x65valuated_pixels\x18\x07 \x01(\x03\x12\x1a\n\x12nonpositive_pixels\x18\x08 \x01(\x03\x12\x0f\n\x07samples\x18\t \x01(\x03\x12\x0c\n\x04seed\x18\n \x01(\x04\"\xb7\x01\n\x15\x45valuateDepthResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x07metrics\x18\x02 \x01(\x0b\x32\x16.ldm3d.v1.DepthMetrics\x12\'\n\raligned_depth\x18\x03 \x01(\x0b\x32\x10.ldm3d.v1.Tensor\x12\x17\n\x0freference_model\x18\x04 \x01(\t\x12\x1f\n\x17reference_model_version\x18\x05 \x01(\t2\xaa\x01\n\x0e\x44\x65pthEvaluator\x12K\n\x08\x45stimate\x12\x1e.ldm3d.v1.EstimateDepthRequest\x1a\x1f.ldm3d.v1.EstimateDepthResponse\x12K\n\x08\x45valuate\x12\x1e.ldm3d.v1.EvaluateDepthRequest\x1a\x1f.ldm3d.v1.EvaluateDepthResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,13 +35,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESTIMATEDEPTHREQUEST']._serialized_start=58
   _globals['_ESTIMATEDEPTHREQUEST']._serialized_end=211
   _globals['_ESTIMATEDEPTHRESPONSE']._serialized_start=213
-  _globals['_ESTIMATEDEPTHRESPONSE']._serialized_end=311
-  _globals['_EVALUATEDEPTHREQUEST']._serialized_start=314
-  _globals['_EVALUATEDEPTHREQUEST']._serialized_end=623
-  _globals['_DEPTHMETRICS']._serialized_start=625
-  _globals['_DEPTHMETRICS']._serialized_end=746
-  _globals['_EVALUATEDEPTHRESPONSE']._serialized_start=748
-  _globals['_EVALUATEDEPTHRESPONSE']._serialized_end=832
-  _globals['_DEPTHEVALUATOR']._serialized_start=835
-  _globals['_DEPTHEVALUATOR']._serialized_end=1005
+  _globals['_ESTIMATEDEPTHRESPONSE']._serialized_end=326
+  _globals['_EVALUATEDEPTHREQUEST']._serialized_start=329
+  _globals['_EVALUATEDEPTHREQUEST']._serialized_end=751
+  _globals['_DEPTHMETRICS']._serialized_start=754
+  _globals['_DEPTHMETRICS']._serialized_end=960
+  _globals['_EVALUATEDEPTHRESPONSE']._serialized_start=963
+  _globals['_EVALUATEDEPTHRESPONSE']._serialized_end=1146
+  _globals['_DEPTHEVALUATOR']._serialized_start=1149
+  _globals['_DEPTHEVALUATOR']._serialized_end=1319
 # @@protoc_insertion_point(module_scope)

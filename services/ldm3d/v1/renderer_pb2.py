@@ -26,29 +26,30 @@ from google.longrunning import operations_pb2 as google_dot_longrunning_dot_oper
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ldm3d.v1 import common_pb2 as ldm3d_dot_v1_dot_common__pb2
+from ldm3d.v1 import studio_pb2 as ldm3d_dot_v1_dot_studio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ldm3d/v1/renderer.proto\x12\x08ldm3d.v1\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ldm3d/v1/common.proto\"\xb9\x02\n\rRenderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x08panorama\x18\x02 \x01(\x0b\x32\x0e.ldm3d.v1.RGBD\x12\x0b\n\x03ods\x18\x03 \x01(\x08\x12\"\n\x04path\x18\x04 \x01(\x0e\x32\x14.ldm3d.v1.CameraPath\x12\x16\n\x0ekeyframes_json\x18\x05 \x01(\t\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x01\x12\r\n\x05width\x18\x08 \x01(\x05\x12\x0e\n\x06height\x18\t \x01(\x05\x12*\n\x0cmesh_formats\x18\n \x03(\x0e\x32\x14.ldm3d.v1.MeshFormat\x12,\n\x08\x64\x65livery\x18\x0b \x01(\x0e\x32\x1a.ldm3d.v1.ArtifactDelivery\x12\x12\n\noutput_dir\x18\x0c \x01(\t\"{\n\x0eRenderMetadata\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x08progress\x18\x02 \x01(\x0b\x32\x12.ldm3d.v1.Progress\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"X\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x04 \x01(\tH\x00\x42\n\n\x08location\"I\n\x0cRenderResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\tartifacts\x18\x02 \x03(\x0b\x32\x12.ldm3d.v1.Artifact*\x8f\x01\n\nCameraPath\x12\x1b\n\x17\x43\x41MERA_PATH_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41MERA_PATH_ORBIT\x10\x01\x12\x15\n\x11\x43\x41MERA_PATH_DOLLY\x10\x02\x12\x1b\n\x17\x43\x41MERA_PATH_LOOK_AROUND\x10\x03\x12\x19\n\x15\x43\x41MERA_PATH_KEYFRAMES\x10\x04*h\n\nMeshFormat\x12\x1b\n\x17MESH_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0fMESH_FORMAT_PLY\x10\x01\x12\x13\n\x0fMESH_FORMAT_OBJ\x10\x02\x12\x13\n\x0fMESH_FORMAT_GLB\x10\x03*o\n\x10\x41rtifactDelivery\x12!\n\x1d\x41RTIFACT_DELIVERY_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41RTIFACT_DELIVERY_BYTES\x10\x01\x12\x1b\n\x17\x41RTIFACT_DELIVERY_FILES\x10\x02\x32\x83\x02\n\x10PanoramaRenderer\x12@\n\x06Submit\x12\x17.ldm3d.v1.RenderRequest\x1a\x1d.google.longrunning.Operation\x12V\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\x12U\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17ldm3d/v1/renderer.proto\x12\x08ldm3d.v1\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ldm3d/v1/common.proto\x1a\x15ldm3d/v1/studio.proto\"\x8d\x06\n\rRenderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12 \n\x08panorama\x18\x02 \x01(\x0b\x32\x0e.ldm3d.v1.RGBD\x12\x0b\n\x03ods\x18\x03 \x01(\x08\x12\"\n\x04path\x18\x04 \x01(\x0e\x32\x14.ldm3d.v1.CameraPath\x12\x16\n\x0ekeyframes_json\x18\x05 \x01(\t\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x0b\n\x03\x66ps\x18\x07 \x01(\x01\x12\r\n\x05width\x18\x08 \x01(\x05\x12\x0e\n\x06height\x18\t \x01(\x05\x12*\n\x0cmesh_formats\x18\n \x03(\x0e\x32\x14.ldm3d.v1.MeshFormat\x12,\n\x08\x64\x65livery\x18\x0b \x01(\x0e\x32\x1a.ldm3d.v1.ArtifactDelivery\x12\x12\n\noutput_dir\x18\x0c \x01(\t\x12\x0f\n\x07mono360\x18\r \x01(\x08\x12\x11\n\teye_width\x18\x0e \x01(\x05\x12\x12\n\neye_height\x18\x0f \x01(\x05\x12\x0e\n\x06stereo\x18\x10 \x01(\x08\x12\x10\n\x08video360\x18\x11 \x01(\x08\x12\x16\n\tview_hfov\x18\x12 \x01(\x01H\x00\x88\x01\x01\x12\x12\n\nprojection\x18\x13 \x01(\t\x12\x15\n\x08\x63\x61p_hfov\x18\x14 \x01(\x01H\x01\x88\x01\x01\x12\x15\n\rdepth_mapping\x18\x15 \x01(\t\x12\x1b\n\x0e\x64\x65pth_strength\x18\x16 \x01(\x01H\x02\x88\x01\x01\x12\x17\n\x0fnormalize_depth\x18\x17 \x01(\x08\x12\x13\n\x06radius\x18\x18 \x01(\x01H\x03\x88\x01\x01\x12\x10\n\x03ipd\x18\x19 \x01(\x01H\x04\x88\x01\x01\x12\x1b\n\x0e\x65\x64ge_threshold\x18\x1a \x01(\x01H\x05\x88\x01\x01\x12\x10\n\x08renderer\x18\x1b \x01(\t\x12\x10\n\x03\x63rf\x18\x1c \x01(\x05H\x06\x88\x01\x01\x12\x16\n\tmesh_step\x18\x1d \x01(\x05H\x07\x88\x01\x01\x42\x0c\n\n_view_hfovB\x0b\n\t_cap_hfovB\x11\n\x0f_depth_strengthB\t\n\x07_radiusB\x06\n\x04_ipdB\x11\n\x0f_edge_thresholdB\x06\n\x04_crfB\x0c\n\n_mesh_step\"\xe6\x01\n\x0eRenderMetadata\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12$\n\x08progress\x18\x02 \x01(\x0b\x32\x12.ldm3d.v1.Progress\x12/\n\x0b\x63reate_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x05state\x18\x04 \x01(\x0e\x32\x18.ldm3d.v1.OperationState\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07message\x18\x06 \x01(\t\"o\n\x08\x41rtifact\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nmedia_type\x18\x02 \x01(\t\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12\x0e\n\x04path\x18\x04 \x01(\tH\x00\x12\x15\n\rmetadata_json\x18\x05 \x01(\tB\n\n\x08location\"\x8e\x01\n\x0cRenderResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12%\n\tartifacts\x18\x02 \x03(\x0b\x32\x12.ldm3d.v1.Artifact\x12\x12\n\nprojection\x18\x03 \x01(\t\x12\x16\n\x0epanorama_width\x18\x04 \x01(\x05\x12\x17\n\x0fpanorama_height\x18\x05 \x01(\x05*\x8f\x01\n\nCameraPath\x12\x1b\n\x17\x43\x41MERA_PATH_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43\x41MERA_PATH_ORBIT\x10\x01\x12\x15\n\x11\x43\x41MERA_PATH_DOLLY\x10\x02\x12\x1b\n\x17\x43\x41MERA_PATH_LOOK_AROUND\x10\x03\x12\x19\n\x15\x43\x41MERA_PATH_KEYFRAMES\x10\x04*h\n\nMeshFormat\x12\x1b\n\x17MESH_FORMAT_UNSPECIFIED\x10\x00\x12\x13\n\x0fMESH_FORMAT_PLY\x10\x01\x12\x13\n\x0fMESH_FORMAT_OBJ\x10\x02\x12\x13\n\x0fMESH_FORMAT_GLB\x10\x03*o\n\x10\x41rtifactDelivery\x12!\n\x1d\x41RTIFACT_DELIVERY_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x41RTIFACT_DELIVERY_BYTES\x10\x01\x12\x1b\n\x17\x41RTIFACT_DELIVERY_FILES\x10\x02\x32\x83\x02\n\x10PanoramaRenderer\x12@\n\x06Submit\x12\x17.ldm3d.v1.RenderRequest\x1a\x1d.google.longrunning.Operation\x12V\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\x12U\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ldm3d.v1.renderer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CAMERAPATH']._serialized_start=766
-  _globals['_CAMERAPATH']._serialized_end=909
-  _globals['_MESHFORMAT']._serialized_start=911
-  _globals['_MESHFORMAT']._serialized_end=1015
-  _globals['_ARTIFACTDELIVERY']._serialized_start=1017
-  _globals['_ARTIFACTDELIVERY']._serialized_end=1128
-  _globals['_RENDERREQUEST']._serialized_start=160
-  _globals['_RENDERREQUEST']._serialized_end=473
-  _globals['_RENDERMETADATA']._serialized_start=475
-  _globals['_RENDERMETADATA']._serialized_end=598
-  _globals['_ARTIFACT']._serialized_start=600
-  _globals['_ARTIFACT']._serialized_end=688
-  _globals['_RENDERRESULT']._serialized_start=690
-  _globals['_RENDERRESULT']._serialized_end=763
-  _globals['_PANORAMARENDERER']._serialized_start=1131
-  _globals['_PANORAMARENDERER']._serialized_end=1390
+  _globals['_CAMERAPATH']._serialized_start=1458
+  _globals['_CAMERAPATH']._serialized_end=1601
+  _globals['_MESHFORMAT']._serialized_start=1603
+  _globals['_MESHFORMAT']._serialized_end=1707
+  _globals['_ARTIFACTDELIVERY']._serialized_start=1709
+  _globals['_ARTIFACTDELIVERY']._serialized_end=1820
+  _globals['_RENDERREQUEST']._serialized_start=183
+  _globals['_RENDERREQUEST']._serialized_end=964
+  _globals['_RENDERMETADATA']._serialized_start=967
+  _globals['_RENDERMETADATA']._serialized_end=1197
+  _globals['_ARTIFACT']._serialized_start=1199
+  _globals['_ARTIFACT']._serialized_end=1310
+  _globals['_RENDERRESULT']._serialized_start=1313
+  _globals['_RENDERRESULT']._serialized_end=1455
+  _globals['_PANORAMARENDERER']._serialized_start=1823
+  _globals['_PANORAMARENDERER']._serialized_end=2082
 # @@protoc_insertion_point(module_scope)
