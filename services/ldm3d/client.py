@@ -12,6 +12,13 @@
         name = c.submit(GenerateParams(prompt="..."))      # a long-running operation
         result = c.wait(name)                              # or c.cancel(name)
 
+        # the same address answers DepthEvaluator and PanoramaRenderer (docs/api.md)
+        depth = c.estimate_depth(rgb)                      # uint16 [H, W] (the server's --depth-model)
+        m = c.evaluate_depth(depth, reference=metres)      # or rgb=rgb (--reference-model); DepthMetrics
+        job = c.submit_render(rgb, depth, ods=True, path="orbit", seconds=2, fps=12, size=(640, 360), meshes=("glb",))
+        render = c.wait_render(job, on_progress=lambda done, total, message: print(done, total, message))
+        {a.name: a.data for a in render.artifacts}         # or a.path with files=True (--render-output-dir)
+
 Errors arrive as the typed :mod:`ldm3d.errors` the server raised (``InvalidArgument.field`` names the field,
 ``ResourceExhausted.retry_after_s`` says when to retry); an unreachable server is ``Unavailable``.
 """
@@ -23,16 +30,35 @@ import time
 import uuid
 from collections.abc import Callable
 
+from dataclasses import dataclass
+
 import grpc
+import numpy as np
 from google.longrunning import operations_pb2
 
-from .errors import Internal
+from .errors import DeadlineExceeded, Internal
+from .evaluation import DepthMetrics
 from .pipeline import GenerateParams, GenerateResult
 from .servers import status, tensors
 from .servers.logs import REQUEST_ID_KEY
-from .v1 import common_pb2, studio_pb2, studio_pb2_grpc
+from .v1 import (common_pb2, depth_pb2, depth_pb2_grpc, renderer_pb2, renderer_pb2_grpc, studio_pb2,
+                 studio_pb2_grpc)
 
 OnStep = Callable[[int, int, float], None]
+OnProgress = Callable[[int, int, str], None]
+_RENDER_PATHS = {"orbit": renderer_pb2.CAMERA_PATH_ORBIT, "dolly": renderer_pb2.CAMERA_PATH_DOLLY,
+                 "look-around": renderer_pb2.CAMERA_PATH_LOOK_AROUND}
+_MESH_FORMATS = {"ply": renderer_pb2.MESH_FORMAT_PLY, "glb": renderer_pb2.MESH_FORMAT_GLB}
+
+
+@dataclass
+class DepthEvaluation:
+    """``evaluate_depth``'s answer: the metrics, and the aligned map (metres, 0 where not measured) if asked for."""
+
+    metrics: DepthMetrics
+    aligned: np.ndarray | None
+    reference_model: str  # with an rgb reference: the model that estimated it
+    reference_model_version: str
 
 
 class StudioClient:
@@ -43,6 +69,8 @@ class StudioClient:
         self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", limit),
                                                                ("grpc.max_send_message_length", limit)])
         self._stub = studio_pb2_grpc.StudioStub(self._channel)
+        self._depth = depth_pb2_grpc.DepthEvaluatorStub(self._channel)
+        self._renderer = renderer_pb2_grpc.PanoramaRendererStub(self._channel)
 
     def generate(self, params: GenerateParams, on_step: OnStep | None = None, *, model: str = "", version: str = "",
                  request_id: str | None = None) -> GenerateResult:
@@ -99,9 +127,108 @@ class StudioClient:
                 op.response.Unpack(result)
                 return from_result(result)
             if end is not None and time.monotonic() > end:
-                from .errors import DeadlineExceeded
-
                 raise DeadlineExceeded(f"operation {name} was not done within {timeout} s")
+            time.sleep(poll_s)
+
+    # -- DepthEvaluator
+    def estimate_depth(self, rgb: np.ndarray, *, model: str = "", version: str = "",
+                       request_id: str | None = None) -> np.ndarray:
+        """RGB ``uint8 [H, W, 3]`` → 16-bit relative depth ``uint16 [H, W]`` (larger = nearer) by the server's DPT."""
+        req = depth_pb2.EstimateDepthRequest(request_id=request_id or uuid.uuid4().hex, model=model, version=version,
+                                             rgb=common_pb2.Image(array=tensors.to_tensor(rgb)),
+                                             image_encoding=common_pb2.IMAGE_ENCODING_RAW)
+        return tensors.read_depth(self._call(self._depth.Estimate, req).depth, "depth")
+
+    def evaluate_depth(self, pred: np.ndarray, *, reference: np.ndarray | None = None, rgb: np.ndarray | None = None,
+                       reference_scale: float | None = None, samples: int | None = None, seed: int | None = None,
+                       include_aligned: bool = False, flip_aug: bool | None = None,
+                       request_id: str | None = None) -> DepthEvaluation:
+        """Score a 16-bit prediction against ``reference`` (float metres, or uint16 × ``reference_scale``, default
+        1/1000) or against the server's reference model's depth of ``rgb`` (the paper's §4.3 protocol)."""
+        if (reference is None) == (rgb is None):
+            raise ValueError("give exactly one of reference= (a depth map) or rgb= (for the reference model)")
+        req = depth_pb2.EvaluateDepthRequest(request_id=request_id or uuid.uuid4().hex,
+                                             predicted_depth=common_pb2.Image(array=tensors.to_tensor(pred)),
+                                             include_aligned=include_aligned)
+        if reference is not None:
+            ref = np.asarray(reference)
+            req.reference_depth.array.CopyFrom(tensors.to_tensor(ref if ref.dtype == np.uint16
+                                                                 else ref.astype(np.float32)))
+        else:
+            req.rgb.array.CopyFrom(tensors.to_tensor(rgb))
+        for name, value in (("reference_depth_scale", reference_scale), ("sample_pixels", samples), ("seed", seed),
+                            ("flip_aug", flip_aug)):
+            if value is not None:
+                setattr(req, name, value)
+        r = self._call(self._depth.Evaluate, req)
+        m = r.metrics
+        metrics = DepthMetrics(m.abs_rel, m.rmse, m.scale, m.shift, m.valid_pixels, m.sampled_pixels,
+                               m.evaluated_pixels, m.nonpositive_pixels, m.samples, m.seed)
+        aligned = (tensors.from_tensor(r.aligned_depth, "aligned_depth", dtype="float32")
+                   if r.HasField("aligned_depth") else None)
+        return DepthEvaluation(metrics, aligned, r.reference_model, r.reference_model_version)
+
+    # -- PanoramaRenderer
+    def submit_render(self, rgb: np.ndarray, depth: np.ndarray, *, path: str | list | None = None,
+                      size: tuple[int, int] | None = None, eye_size: tuple[int, int] | None = None,
+                      meshes: tuple[str, ...] = (), files: bool = False, output_dir: str = "",
+                      request_id: str | None = None, **options) -> str:
+        """Start a render job (``ldm3d render``'s options, e.g. ``ods=True, seconds=2, fps=12, stereo=True``);
+        returns the operation's name. ``path``: orbit, dolly, look-around or a list of keyframe dicts;
+        ``files=True`` writes the artifacts on the server (its --render-output-dir, subfolder ``output_dir``)."""
+        req = renderer_pb2.RenderRequest(
+            request_id=request_id or uuid.uuid4().hex, output_dir=output_dir,
+            panorama=common_pb2.RGBD(rgb=common_pb2.Image(array=tensors.to_tensor(rgb)),
+                                     depth=common_pb2.Image(array=tensors.to_tensor(depth))),
+            delivery=renderer_pb2.ARTIFACT_DELIVERY_FILES if files else renderer_pb2.ARTIFACT_DELIVERY_BYTES,
+            mesh_formats=[_MESH_FORMATS.get(m, renderer_pb2.MESH_FORMAT_UNSPECIFIED) for m in meshes])
+        if isinstance(path, (list, tuple)):
+            req.path, req.keyframes_json = renderer_pb2.CAMERA_PATH_KEYFRAMES, json.dumps(list(path))
+        elif path is not None:
+            if path not in _RENDER_PATHS:
+                raise ValueError(f"path={path!r}: use one of {', '.join(_RENDER_PATHS)} or a list of keyframes")
+            req.path = _RENDER_PATHS[path]
+        if size is not None:
+            req.width, req.height = size
+        if eye_size is not None:
+            req.eye_width, req.eye_height = eye_size
+        fields = renderer_pb2.RenderRequest.DESCRIPTOR.fields_by_name
+        for name, value in options.items():
+            if name not in fields or name in ("panorama", "delivery", "mesh_formats", "keyframes_json"):
+                raise TypeError(f"submit_render() got an unexpected option {name!r}")
+            setattr(req, name, value)
+        return self._call(self._renderer.Submit, req).name
+
+    def get_render(self, name: str) -> operations_pb2.Operation:
+        """The render job's operation; its metadata is a ``RenderMetadata`` (state, progress, message)."""
+        return self._call(self._renderer.GetOperation, operations_pb2.GetOperationRequest(name=name))
+
+    def cancel_render(self, name: str) -> None:
+        """Stop the job (it ends CANCELLED, leaving no partial artifact); returns once it has stopped."""
+        self._call(self._renderer.CancelOperation, operations_pb2.CancelOperationRequest(name=name))
+
+    def wait_render(self, name: str, on_progress: OnProgress | None = None, poll_s: float = 0.2,
+                    timeout: float | None = None) -> renderer_pb2.RenderResult:
+        """Poll until done, calling ``on_progress(done, total, message)`` on each change; the ``RenderResult``,
+        or the job's error raised as the typed error."""
+        end = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while True:
+            op = self.get_render(name)
+            meta = renderer_pb2.RenderMetadata()
+            op.metadata.Unpack(meta)
+            now = (meta.progress.step, meta.progress.total, meta.message)
+            if on_progress is not None and now != seen and meta.message:
+                on_progress(*now)
+            seen = now
+            if op.done:
+                if op.HasField("error"):
+                    raise status.from_status_proto(op.error, f"render {name}")
+                result = renderer_pb2.RenderResult()
+                op.response.Unpack(result)
+                return result
+            if end is not None and time.monotonic() > end:
+                raise DeadlineExceeded(f"render {name} was not done within {timeout} s")
             time.sleep(poll_s)
 
     def close(self) -> None:

@@ -1,6 +1,6 @@
 """Build, run and gracefully stop one serving process: the configured servicers on one grpc.aio server.
 
-    ldm3d serve all --port 50051 --checkpoint demo/tiny
+    ldm3d serve all --port 50051 --checkpoint demo/tiny [--depth-model DIR --reference-model DIR]
 
     cfg = ServeConfig(service="all", checkpoint="demo/tiny", port=0, metrics_port=None)
     server = Server(cfg); port = await server.start(); ...; await server.stop()
@@ -8,6 +8,9 @@
 Every server has standard health checking (``grpc.health.v1``: "" and each service name) and reflection, the one
 interceptor, deliberate message size limits, and a graceful stop: health turns NOT_SERVING, new calls are refused,
 in-flight calls get ``grace_s`` to finish, then whatever is left is cancelled (sampling stops within one step).
+
+The gateway's address answers every public service: besides the Studio it serves DepthEvaluator and
+PanoramaRenderer, in-process or forwarded to ``--depth-evaluator-url`` / ``--renderer-url`` (like the three stages).
 """
 
 from __future__ import annotations
@@ -27,14 +30,17 @@ from . import metrics
 from .admission import Admission
 from .autoencoder import RGBDAutoencoderServicer
 from .config import ServeConfig
+from .depth_evaluator import DepthEvaluatorServicer, load_depth_models
 from .downstream import LocalStages, RemoteStages
 from .interceptor import ServerInterceptor
+from .logs import REQUEST_ID_KEY, request_id
 from .models import ModelRegistry
+from .renderer import PanoramaRendererServicer
 from .sampler import DiffusionSamplerServicer
 from .stages import Stages
 from .studio import StudioServicer
+from .status import from_rpc_error
 from .text_encoder import TextEncoderServicer
-from .unimplemented import DepthEvaluatorServicer, PanoramaRendererServicer
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,8 @@ NAMES = {
     "gateway": (studio_pb2.DESCRIPTOR.services_by_name["Studio"].full_name,),
 }
 STAGE_SERVICES = ("text-encoder", "sampler", "autoencoder")
+# services the gateway also answers for, each in-process unless its --…-url forwards it
+GATEWAY_EXTRAS = ("depth-evaluator", "renderer")
 
 
 def grpc_options(cfg: ServeConfig) -> list[tuple[str, int]]:
@@ -70,7 +78,11 @@ class Server:
 
     @property
     def services(self) -> tuple[str, ...]:
-        return tuple(NAMES) if self.cfg.service == "all" else (self.cfg.service,)
+        if self.cfg.service == "all":
+            return tuple(NAMES)
+        if self.cfg.service == "gateway":
+            return ("gateway", *GATEWAY_EXTRAS)
+        return (self.cfg.service,)
 
     async def start(self) -> int:
         """Load the model, bind, start serving; returns the bound port."""
@@ -81,6 +93,9 @@ class Server:
         if any(s in STAGE_SERVICES or s == "gateway" for s in services):
             # loading weights takes seconds to minutes: keep the event loop (and signals) responsive meanwhile
             self.registry = await asyncio.to_thread(ModelRegistry, cfg, needs_weights)
+        depth_models = (None, None)
+        if "depth-evaluator" in services and not self._forwarded("depth-evaluator"):
+            depth_models = await asyncio.to_thread(load_depth_models, cfg)
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
         stages = Stages(Admission(cfg.max_running, cfg.max_queued)) if needs_weights else None
         if stages is not None:
@@ -93,9 +108,8 @@ class Server:
             "autoencoder": lambda: autoencoder_pb2_grpc.add_RGBDAutoencoderServicer_to_server(
                 RGBDAutoencoderServicer(self.registry, stages), server),
             "depth-evaluator": lambda: depth_pb2_grpc.add_DepthEvaluatorServicer_to_server(
-                DepthEvaluatorServicer(), server),
-            "renderer": lambda: renderer_pb2_grpc.add_PanoramaRendererServicer_to_server(
-                PanoramaRendererServicer(), server),
+                self._depth_evaluator(depth_models), server),
+            "renderer": lambda: renderer_pb2_grpc.add_PanoramaRendererServicer_to_server(self._renderer(), server),
             "gateway": lambda: studio_pb2_grpc.add_StudioServicer_to_server(self._studio(stages), server),
         }
         for s in services:
@@ -115,6 +129,33 @@ class Server:
         log.info("serving %s on %s:%d (metrics: %s)", ", ".join(services), cfg.host, self.port,
                  self.metrics_port or "off")
         return self.port
+
+    def _forwarded(self, service: str) -> str | None:
+        """The target a gateway forwards ``service`` to (None: served in this process)."""
+        if self.cfg.service not in ("gateway", "all"):
+            return None
+        return {"depth-evaluator": self.cfg.depth_evaluator_url, "renderer": self.cfg.renderer_url}.get(service)
+
+    def _depth_evaluator(self, models):
+        target = self._forwarded("depth-evaluator")
+        if target:
+            fwd = _Forward(target, depth_pb2_grpc.DepthEvaluatorStub, "DepthEvaluator", self.cfg)
+            self._cleanup.append(fwd.close)
+            return fwd.servicer(depth_pb2_grpc.DepthEvaluatorServicer, ("Estimate", "Evaluate"))
+        servicer = DepthEvaluatorServicer(*models)
+        self._cleanup.append(servicer.close)
+        return servicer
+
+    def _renderer(self):
+        target = self._forwarded("renderer")
+        if target:
+            fwd = _Forward(target, renderer_pb2_grpc.PanoramaRendererStub, "PanoramaRenderer", self.cfg)
+            self._cleanup.append(fwd.close)
+            return fwd.servicer(renderer_pb2_grpc.PanoramaRendererServicer,
+                                ("Submit", "GetOperation", "CancelOperation"))
+        servicer = PanoramaRendererServicer(self.cfg)
+        self._cleanup.append(servicer.close)
+        return servicer
 
     def _studio(self, stages: Stages | None) -> StudioServicer:
         local = LocalStages(stages) if stages is not None else None
@@ -141,6 +182,35 @@ class Server:
     async def wait(self) -> None:
         if self._server is not None:
             await self._server.wait_for_termination()
+
+
+class _Forward:
+    """A gateway's stand-in for a service in another process: each unary call is sent on with the caller's
+    remaining deadline and request id, and a failure comes back as the typed error the service raised."""
+
+    def __init__(self, target: str, stub_cls, service: str, cfg: ServeConfig):
+        self.target, self.service, self.default_timeout_s = target, service, cfg.downstream_timeout_s
+        self.channel = grpc.aio.insecure_channel(target, options=grpc_options(cfg))
+        self.stub = stub_cls(self.channel)
+
+    def servicer(self, base: type, methods: tuple[str, ...]):
+        def forward(name):
+            async def method(_self, request, context):
+                left = context.time_remaining()
+                try:
+                    return await getattr(self.stub, name)(
+                        request, timeout=self.default_timeout_s if left is None else left,
+                        metadata=((REQUEST_ID_KEY, request_id.get()),))
+                except grpc.aio.AioRpcError as err:
+                    raise from_rpc_error(err, f"{self.service} at {self.target}") from None
+
+            method.__name__ = name
+            return method
+
+        return type(f"Forwarded{self.service}", (base,), {m: forward(m) for m in methods})()
+
+    async def close(self) -> None:
+        await self.channel.close()
 
 
 async def serve(cfg: ServeConfig, on_started=None) -> None:

@@ -102,10 +102,37 @@ OPTIONS: dict[str, _Opt] = {
                         "gateway: the DiffusionSampler service (default: in-process)"),
     "autoencoder_url": _Opt("--autoencoder-url", "LDM3D_AUTOENCODER_URL", _target, None,
                             "gateway: the RGBDAutoencoder service (default: in-process)"),
+    "depth_evaluator_url": _Opt("--depth-evaluator-url", "LDM3D_DEPTH_EVALUATOR_URL", _target, None,
+                                "gateway: forward DepthEvaluator calls to this service (default: in-process)"),
+    "renderer_url": _Opt("--renderer-url", "LDM3D_RENDERER_URL", _target, None,
+                         "gateway: forward PanoramaRenderer calls to this service (default: in-process)"),
     "downstream_timeout_s": _Opt("--downstream-timeout", "LDM3D_DOWNSTREAM_TIMEOUT_S", _positive_float, 600.0,
                                  "gateway: deadline of a downstream call when the client set none (seconds)"),
     "max_operations": _Opt("--max-operations", "LDM3D_MAX_OPERATIONS", _positive_int, 256,
                            "gateway: long-running operations remembered (the oldest finished ones are forgotten)"),
+    "depth_model": _Opt("--depth-model", "LDM3D_DEPTH_MODEL", str, None,
+                        "DepthEvaluator.Estimate's DPT checkpoint: a folder in the hub layout or a hub id "
+                        "(e.g. Intel/dpt-large; `ldm3d make-tiny-depth-model DIR --kind dpt` for tests)"),
+    "reference_model": _Opt("--reference-model", "LDM3D_REFERENCE_MODEL", str, None,
+                            "DepthEvaluator.Evaluate's metric reference for RGB input: a ZoeDepth checkpoint "
+                            "(e.g. Intel/zoedepth-nyu)"),
+    "render_output_dir": _Opt("--render-output-dir", "LDM3D_RENDER_OUTPUT_DIR", str, None,
+                              "renderer: folder for ARTIFACT_DELIVERY_FILES jobs, one subfolder per job "
+                              "(default: none, files delivery is refused)"),
+    "render_max_running": _Opt("--render-max-running", "LDM3D_RENDER_MAX_RUNNING", _positive_int, 1,
+                               "renderer: jobs rendering at once (each uses every CPU core)"),
+    "render_max_queued": _Opt("--render-max-queued", "LDM3D_RENDER_MAX_QUEUED", _non_negative_int, 8,
+                              "renderer: jobs that may wait; beyond them Submit is RESOURCE_EXHAUSTED"),
+    "render_max_input_pixels": _Opt("--render-max-input-pixels", "LDM3D_RENDER_MAX_INPUT_PIXELS", _positive_int,
+                                    8192 * 4096, "renderer: largest input panorama, pixels"),
+    "render_max_eye_pixels": _Opt("--render-max-eye-pixels", "LDM3D_RENDER_MAX_EYE_PIXELS", _positive_int,
+                                  8192 * 4096, "renderer: largest eye of a 360 still, pixels"),
+    "render_max_frame_pixels": _Opt("--render-max-frame-pixels", "LDM3D_RENDER_MAX_FRAME_PIXELS", _positive_int,
+                                    3840 * 2160, "renderer: largest video frame (per eye), pixels"),
+    "render_max_frames": _Opt("--render-max-frames", "LDM3D_RENDER_MAX_FRAMES", _positive_int, 3600,
+                              "renderer: most frames in one video (seconds x fps)"),
+    "render_max_video360_pixels": _Opt("--render-max-video360-pixels", "LDM3D_RENDER_MAX_VIDEO360_PIXELS",
+                                       _positive_int, 4096 * 2048, "renderer: largest eye of a 360 video frame, pixels"),
     "log_format": _Opt("--log-format", "LDM3D_LOG_FORMAT", str, "text", "log lines as text or JSON",
                        ("text", "json")),
 }
@@ -134,6 +161,18 @@ class ServeConfig:
     autoencoder_url: str | None = None
     downstream_timeout_s: float = 600.0
     max_operations: int = 256
+    depth_evaluator_url: str | None = None
+    renderer_url: str | None = None
+    depth_model: str | None = None
+    reference_model: str | None = None
+    render_output_dir: str | None = None
+    render_max_running: int = 1
+    render_max_queued: int = 8
+    render_max_input_pixels: int = 8192 * 4096
+    render_max_eye_pixels: int = 8192 * 4096
+    render_max_frame_pixels: int = 3840 * 2160
+    render_max_frames: int = 3600
+    render_max_video360_pixels: int = 4096 * 2048
     log_format: str = "text"
 
     def __post_init__(self):
@@ -150,7 +189,8 @@ class ServeConfig:
             raise InvalidArgument("--runtime triton needs --triton-url HOST:PORT (or LDM3D_TRITON_URL)",
                                   field="--triton-url")
         if self.service != "gateway" and self.service != "all":
-            for name in ("text_encoder_url", "sampler_url", "autoencoder_url"):
+            for name in ("text_encoder_url", "sampler_url", "autoencoder_url", "depth_evaluator_url",
+                         "renderer_url"):
                 if getattr(self, name):
                     raise InvalidArgument(f"{OPTIONS[name].flag} is a gateway option: use it with `ldm3d serve "
                                           "gateway` or `ldm3d serve all`", field=OPTIONS[name].flag)
