@@ -19,7 +19,7 @@ from servers_helpers import ThreadServer, healthy
 
 from ldm3d import codec
 from ldm3d.client import StudioClient
-from ldm3d.errors import Cancelled, FailedPrecondition, InvalidArgument, ResourceExhausted
+from ldm3d.errors import Cancelled, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from ldm3d.v1 import common_pb2, renderer_pb2, renderer_pb2_grpc, studio_pb2
 
 SERVICE = "ldm3d.v1.PanoramaRenderer"
@@ -252,3 +252,29 @@ def test_files_without_an_output_dir_and_bytes_over_the_message_limit_are_refuse
         assert healthy(server.target, SERVICE)
     finally:
         server.stop()
+
+
+def test_the_gateway_address_answers_rendering(tiny_model, renderer):
+    """A gateway with --renderer-url forwards jobs (operations, progress and errors intact); without, it renders."""
+    rgb, depth = _pano()
+    forwarding = ThreadServer(service="gateway", checkpoint=str(tiny_model), renderer_url=renderer.target)
+    local = ThreadServer(service="gateway", checkpoint=str(tiny_model))
+    names = []
+    try:
+        for server in (forwarding, local):
+            assert healthy(server.target, SERVICE)
+            with StudioClient(server.target, timeout=30) as c:
+                name = c.submit_render(rgb, depth, ods=True, meshes=("glb",))
+                names.append(name)
+                result = c.wait_render(name, poll_s=0.05)
+                assert [a.name for a in result.artifacts] == ["ods.png", "mesh.glb"]
+                with pytest.raises(InvalidArgument) as info:
+                    c.submit_render(rgb, depth[:, :-2], ods=True)
+                assert info.value.field == "panorama.depth"
+        with StudioClient(renderer.target, timeout=10) as direct:  # the forwarded job ran on the renderer
+            assert direct.get_render(names[0]).done
+            with pytest.raises(NotFound):  # the other gateway rendered in its own process
+                direct.get_render(names[1])
+    finally:
+        local.stop()
+        forwarding.stop()

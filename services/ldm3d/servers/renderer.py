@@ -110,11 +110,15 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
                 retry_after_s=5.0)
         out_dir = self._job_folder(request)
         try:
-            return self.operations.start(request.request_id, self._run(request.request_id, spec, out_dir))
+            op = self.operations.start(request.request_id, self._run(request.request_id, spec, out_dir))
         except BaseException:
             if out_dir is not None:
                 shutil.rmtree(out_dir, ignore_errors=True)
             raise
+        # counted here, not when the job's task first runs, so that submits in one loop turn cannot overshoot;
+        # released by the job when it ends (a task cancelled before it ever ran only happens at shutdown)
+        self._jobs += 1
+        return op
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
         return self.operations.get(request.name)
@@ -151,7 +155,6 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             progress(0, units, "started")
             return render_job(spec, out_dir, progress=progress, cancelled=stop.is_set, limits=self.limits)
 
-        self._jobs += 1
         future = self._pool.submit(contextvars.copy_context().run, work)
         job = asyncio.wrap_future(future)
         job.add_done_callback(lambda _: events.put_nowait(None))
