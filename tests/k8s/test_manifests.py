@@ -14,10 +14,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -40,15 +42,30 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize
                                 "manifests cannot be rendered")
 
 
+# Overlays, plus compositions no overlay uses (the embedded runtime with every service split out), rendered from a
+# kustomization written to a temporary folder. Each name renders to one list of objects.
+TARGETS = [*OVERLAYS, "embedded-split"]
+COMPOSITIONS = {"embedded-split": ("embedded", "hpa", "depth-models")}
+
+
 @functools.cache
-def render(path: str) -> tuple[dict, ...]:
-    out = subprocess.run([KUBECTL, "kustomize", str(K8S / path)], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"kubectl kustomize k8s/{path} failed:\n{out.stderr}"
+def render(target: str) -> tuple[dict, ...]:
+    if target in COMPOSITIONS:
+        folder = Path(tempfile.mkdtemp(prefix="ldm3d-k8s-"))
+        rel = os.path.relpath(K8S, folder)  # kustomize refuses absolute paths to other kustomizations
+        (folder / "kustomization.yaml").write_text(yaml.safe_dump({
+            "resources": [f"{rel}/base"], "components": [f"{rel}/components/{c}" for c in COMPOSITIONS[target]]}))
+    else:
+        folder = K8S / target if target == "base" else K8S / "overlays" / target
+    out = subprocess.run([KUBECTL, "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+    if target in COMPOSITIONS:
+        shutil.rmtree(folder)
+    assert out.returncode == 0, f"kubectl kustomize {folder} failed:\n{out.stderr}"
     return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
 
 
-def objects(overlay: str, kind: str) -> dict[str, dict]:
-    return {o["metadata"]["name"]: o for o in render(f"overlays/{overlay}") if o["kind"] == kind}
+def objects(target: str, kind: str) -> dict[str, dict]:
+    return {o["metadata"]["name"]: o for o in render(target) if o["kind"] == kind}
 
 
 def is_ldm3d(container: dict) -> bool:
@@ -85,11 +102,11 @@ def serve_config(overlay: str, container: dict) -> ServeConfig:
 
 def test_every_overlay_is_there():
     assert {"dev", "production"} <= set(OVERLAYS)
-    for comp in ("embedded", "triton", "hpa"):
+    for comp in ("embedded", "triton", "hpa", "depth-models"):
         assert (K8S / "components" / comp / "kustomization.yaml").is_file()
 
 
-@pytest.mark.parametrize("path", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
+@pytest.mark.parametrize("path", ["base", *TARGETS])
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_schema_strict(path, version):
     kv = pytest.importorskip("kubernetes_validate", reason="kubernetes-validate is not installed: "
@@ -100,7 +117,7 @@ def test_schema_strict(path, version):
         try:
             kv.validate(obj, version, strict=True)
         except kv.ValidationError as err:
-            pytest.fail(f"k8s/{path}: {obj['kind']}/{obj['metadata']['name']} is not valid Kubernetes {version}: "
+            pytest.fail(f"{path}: {obj['kind']}/{obj['metadata']['name']} is not valid Kubernetes {version}: "
                         f"{err.message} at {'.'.join(map(str, err.path))}")
 
 
@@ -142,11 +159,14 @@ def test_production_runs_every_service_on_triton():
             assert dep["spec"]["replicas"] >= 2, f"{name}: a single replica stops the platform on every drain"
     gateway = serve_config("production", deps["ldm3d-gateway"]["spec"]["template"]["spec"]["containers"][0])
     assert all(gateway.remote.values()), "production's gateway chains the three stage services"
+    assert gateway.depth_evaluator_url and gateway.renderer_url, "else the gateway pod would evaluate and render"
+    depth = serve_config("production", deps["ldm3d-depth-evaluator"]["spec"]["template"]["spec"]["containers"][0])
+    assert depth.depth_model and depth.reference_model
     sampler = serve_config("production", deps["ldm3d-sampler"]["spec"]["template"]["spec"]["containers"][0])
     assert sampler.max_running > 1, "with the U-Net on Triton, concurrent jobs are what its dynamic batcher batches"
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_containers_are_hardened(overlay):
     pvcs = objects(overlay, "PersistentVolumeClaim")
     for name, dep in objects(overlay, "Deployment").items():
@@ -179,7 +199,7 @@ def test_containers_are_hardened(overlay):
                     assert m.get("readOnly") is True, f"{where}: serving pods only read the model repository"
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_ldm3d_containers_match_their_config(overlay):
     """Args parse with the real CLI; probes, ports, metrics annotations, grace and volumes agree with the config."""
     for name, dep in objects(overlay, "Deployment").items():
@@ -206,12 +226,15 @@ def test_ldm3d_containers_match_their_config(overlay):
             needed = float(pre_stop[1]) + cfg.grace_s + 1
             assert pod["terminationGracePeriodSeconds"] >= needed, \
                 f"{where}: terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} < {needed}"
-            if cfg.repository:
-                mounts = {m["mountPath"] for m in c["volumeMounts"]}
-                assert cfg.repository in mounts, f"{where}: --repository {cfg.repository} is not mounted"
+            # every folder the config names lies on a mounted volume (the root filesystem holds no models)
+            mounts = {m["mountPath"] for m in c["volumeMounts"]}
+            for field in ("repository", "depth_model", "reference_model", "render_output_dir"):
+                path = getattr(cfg, field)
+                if path:
+                    assert any(Path(path).is_relative_to(m) for m in mounts), f"{where}: {field}={path} not mounted"
 
 
-@pytest.mark.parametrize("overlay", OVERLAYS)
+@pytest.mark.parametrize("overlay", TARGETS)
 def test_every_reference_resolves(overlay):
     deps = objects(overlay, "Deployment")
     services = objects(overlay, "Service")
@@ -238,7 +261,7 @@ def test_every_reference_resolves(overlay):
         assert "replicas" not in deps[ref["name"]]["spec"], f"{ref['name']}: the HPA owns replicas"
     # every HOST:PORT the services are pointed at is a Service port of the right component
     urls = {"text_encoder_url": "text-encoder", "sampler_url": "sampler", "autoencoder_url": "autoencoder",
-            "triton_url": "triton"}
+            "depth_evaluator_url": "depth-evaluator", "renderer_url": "renderer", "triton_url": "triton"}
     for name, dep in deps.items():
         for c in dep["spec"]["template"]["spec"]["containers"]:
             if not is_ldm3d(c):
@@ -253,6 +276,20 @@ def test_every_reference_resolves(overlay):
                 assert svc, f"{overlay}: {name} --{field.replace('_', '-')} {url}: no Service {host}"
                 assert int(port) in [p["port"] for p in svc["spec"]["ports"]], f"{overlay}: {url}"
                 assert svc["spec"]["selector"].get("app.kubernetes.io/component") == component, url
+
+
+def test_embedded_component():
+    """The default runtime: models in-process from the repository PVC, no Triton anywhere."""
+    for target in ("dev", "embedded-split"):
+        deps = objects(target, "Deployment")
+        assert "ldm3d-triton" not in deps
+        for name, dep in deps.items():
+            for c in dep["spec"]["template"]["spec"]["containers"]:
+                cfg = serve_config(target, c)
+                if cfg.repository:
+                    assert cfg.runtime == "embedded" and cfg.triton_url is None, f"{target}: {name}"
+    sampler = objects("embedded-split", "Deployment")["ldm3d-sampler"]["spec"]["template"]["spec"]["containers"][0]
+    assert serve_config("embedded-split", sampler).max_running == 1, "one in-process job already uses every core"
 
 
 def test_triton_component():
