@@ -29,7 +29,7 @@ SERVICE = "ldm3d.v1.PanoramaRenderer"
 def renderer(tmp_path_factory):
     root = tmp_path_factory.mktemp("renders")
     s = ThreadServer(service="renderer", render_output_dir=str(root), render_max_running=1, render_max_queued=1,
-                     render_max_frames=2000, render_max_frame_pixels=640 * 480)
+                     render_max_frames=100_000, render_max_frame_pixels=640 * 480)
     s.root = root
     yield s
     s.stop()
@@ -119,7 +119,7 @@ def test_files_delivery_writes_into_a_job_folder_of_the_output_dir(client, rende
 
 def test_cancel_stops_a_running_job_and_leaves_no_files(client, renderer):
     rgb, depth = _pano()
-    name = client.submit_render(rgb, depth, path="orbit", seconds=100, fps=12, size=(96, 64), renderer="epipolar",
+    name = client.submit_render(rgb, depth, path="orbit", seconds=1000, fps=12, size=(96, 64), renderer="epipolar",
                                 files=True, output_dir="cancelled")
     assert (renderer.root / "cancelled").is_dir()
     _wait_running(client, name, min_step=3)
@@ -129,7 +129,7 @@ def test_cancel_stops_a_running_job_and_leaves_no_files(client, renderer):
     op = client.get_render(name)
     assert op.done and op.error.code == grpc.StatusCode.CANCELLED.value[0]
     assert _meta(op).state == studio_pb2.OPERATION_STATE_CANCELLED
-    assert _meta(op).progress.step < 1200
+    assert _meta(op).progress.step < 12_000
     assert not (renderer.root / "cancelled").exists()  # no partial video, no folder
     with pytest.raises(Cancelled):
         client.wait_render(name)
@@ -137,7 +137,7 @@ def test_cancel_stops_a_running_job_and_leaves_no_files(client, renderer):
 
 def test_a_queued_job_cancels_at_once_and_a_full_queue_is_refused(client, renderer):
     rgb, depth = _pano()
-    long = dict(path="dolly", seconds=100, fps=12, size=(96, 64), renderer="epipolar")
+    long = dict(path="dolly", seconds=1000, fps=12, size=(96, 64), renderer="epipolar")
     running = client.submit_render(rgb, depth, **long)
     _wait_running(client, running)
     queued = client.submit_render(rgb, depth, ods=True)  # max_running 1: waits
@@ -249,9 +249,14 @@ def test_files_without_an_output_dir_and_bytes_over_the_message_limit_are_refuse
             with pytest.raises(ResourceExhausted) as info:
                 c.wait_render(name, poll_s=0.05)
             assert "ARTIFACT_DELIVERY_FILES" in str(info.value)
+            # a job still rendering when the server stops is cancelled, and the stop does not wait for it to finish
+            long = c.submit_render(rgb, depth, path="orbit", seconds=250, fps=12, size=(96, 64), renderer="epipolar")
+            _wait_running(c, long)
         assert healthy(server.target, SERVICE)
     finally:
-        server.stop()
+        t0 = time.monotonic()
+        server.stop(grace_s=1)
+        assert time.monotonic() - t0 < 10
 
 
 def test_the_gateway_address_answers_rendering(tiny_model, renderer):
