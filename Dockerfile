@@ -21,20 +21,22 @@ WORKDIR /src
 # torch first, then everything else under the constraints (torch==2.13.0, protobuf<7: see constraints.txt), so
 # that nothing replaces the CPU torch and pip cannot settle on an old tritonclient.
 COPY constraints.txt ./
-RUN pip install --upgrade pip \
- && pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
+RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY services ./services
-# non-editable: the image carries the built package, not the source tree
+# Non-editable: the image carries the built package, not the source tree. The `triton` extra holds the Triton
+# runtime's client (components/triton). open-clip-torch only for the CLIP BPE file it ships (`ldm3d
+# make-tiny-model`): open_clip itself is never imported, and its dependencies would pull torchvision.
 RUN pip install -c constraints.txt ".[serve,render,triton]" \
- # only for the CLIP BPE file it ships (`ldm3d make-tiny-model`); open_clip itself is never imported
  && pip install --no-deps open-clip-torch==3.3.0 \
  && ldm3d serve --help >/dev/null
 
 # ---- runtime ---------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE}
 # ffmpeg (+ffprobe, libx264): render videos; exiftool: 360/stereo metadata in MP4; libusb, libGL, libEGL, libX11,
-# libudev: what open3d 0.20's libOpen3D.so links against (it does not import without them).
+# libudev: what open3d 0.20's libOpen3D.so links against (it does not import without them). Not pinned: Debian
+# stable moves these only for security fixes, which a rebuild should pick up.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       ffmpeg libimage-exiftool-perl libusb-1.0-0 libgl1 libegl1 libx11-6 libudev1 \
