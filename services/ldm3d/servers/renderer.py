@@ -102,12 +102,10 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
         self._jobs = 0  # submitted and not yet ended (running or waiting for a worker)
 
     async def Submit(self, request: pb.RenderRequest, context) -> operations_pb2.Operation:
-        spec = _with_proto_field(lambda: self._checked_spec(request))
-        limit = self.cfg.render_max_running + self.cfg.render_max_queued
-        if self._jobs >= limit:
-            raise ResourceExhausted(
-                f"the renderer is busy ({self._jobs} jobs running or queued, the limit is {limit}): retry later",
-                retry_after_s=5.0)
+        self._admit()  # refuse before decoding anything when busy
+        # decoding a large panorama's PNGs takes a while: not on the event loop (health checks keep answering)
+        spec = await asyncio.to_thread(_with_proto_field, lambda: self._checked_spec(request))
+        self._admit()  # again: other submits ran meanwhile
         out_dir = self._job_folder(request)
         try:
             op = self.operations.start(request.request_id, self._run(request.request_id, spec, out_dir))
@@ -130,6 +128,13 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
     async def close(self) -> None:
         await self.operations.close()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _admit(self) -> None:
+        limit = self.cfg.render_max_running + self.cfg.render_max_queued
+        if self._jobs >= limit:
+            raise ResourceExhausted(
+                f"the renderer is busy ({self._jobs} jobs running or queued, the limit is {limit}, "
+                "--render-max-running + --render-max-queued): retry later", retry_after_s=5.0)
 
     # -- one job
     async def _run(self, request_id: str, spec, out_dir: Path | None):
