@@ -283,3 +283,25 @@ def test_the_gateway_address_answers_rendering(tiny_model, renderer):
     finally:
         local.stop()
         forwarding.stop()
+
+
+def test_render_and_depth_options_come_from_flags_and_environment():
+    import argparse
+
+    from ldm3d.servers.config import ServeConfig, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--render-max-frames", "10", "--depth-model", "dpt"])
+    args.service = "all"
+    env = {"LDM3D_RENDER_OUTPUT_DIR": "/srv/renders", "LDM3D_RENDER_MAX_FRAMES": "99", "LDM3D_CHECKPOINT": "x",
+           "LDM3D_REFERENCE_MODEL": "zoe", "LDM3D_RENDERER_URL": "render-host:50056"}
+    cfg = ServeConfig.from_args(args, env)
+    assert (cfg.render_max_frames, cfg.render_output_dir, cfg.depth_model, cfg.reference_model, cfg.renderer_url) \
+        == (10, "/srv/renders", "dpt", "zoe", "render-host:50056")  # flag > variable > default
+    with pytest.raises(InvalidArgument) as info:
+        ServeConfig.from_args(args, {**env, "LDM3D_RENDER_MAX_QUEUED": "-1"})
+    assert info.value.field == "--render-max-queued" and "LDM3D_RENDER_MAX_QUEUED" in str(info.value)
+    with pytest.raises(InvalidArgument) as info:
+        ServeConfig(service="renderer", depth_evaluator_url="localhost:1")
+    assert info.value.field == "--depth-evaluator-url"
