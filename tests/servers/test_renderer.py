@@ -178,6 +178,7 @@ BAD = [
     (_request(rgb=np.zeros((32, 48, 3), np.uint8), depth=np.zeros((32, 48), np.uint16), cap_hfov=200),
      "INVALID_ARGUMENT", "cap_hfov"),
     (_request(edge_threshold=0), "INVALID_ARGUMENT", "edge_threshold"),
+    (_request(mesh_formats=[renderer_pb2.MESH_FORMAT_PLY], mesh_step=5), "INVALID_ARGUMENT", "mesh_step"),
     (renderer_pb2.RenderRequest(ods=True), "INVALID_ARGUMENT", "panorama"),
     (_request(ods=False), "INVALID_ARGUMENT", "ods"),
     (_request(path=renderer_pb2.CAMERA_PATH_ORBIT, width=1920, height=1080), "RESOURCE_EXHAUSTED", "width"),

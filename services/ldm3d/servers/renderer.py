@@ -158,7 +158,8 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
                                                                         message))
 
             progress(0, units, "started")
-            return render_job(spec, out_dir, progress=progress, cancelled=stop.is_set, limits=self.limits)
+            return _with_proto_field(lambda: render_job(spec, out_dir, progress=progress, cancelled=stop.is_set,
+                                                        limits=self.limits))
 
         future = self._pool.submit(contextvars.copy_context().run, work)
         job = asyncio.wrap_future(future)
@@ -249,6 +250,8 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             raise invalid("cap_hfov", spec.cap_hfov, "use a horizontal field of view between 1 and 179 degrees")
         if not spec.edge_threshold > 0:
             raise invalid("edge_threshold", spec.edge_threshold, "use a positive slope, e.g. 10")
+        if spec.meshes and not cap and (w % spec.mesh_step or h % spec.mesh_step):
+            raise invalid("mesh_step", spec.mesh_step, f"use a step that divides the panorama size {w}x{h}")
         if isinstance(spec.path, list):  # keyframe values are checked here, not half-way through the job
             try:
                 path_cameras(spec.path, n_frames(spec), spec.fps, spec.radius, spec.view_hfov or 75.0, None)
