@@ -375,7 +375,7 @@ def _aggregate(config: EvaluateConfig, records: list[dict], references: list[Pat
                 details["fid"] = {"images": n, "reference_images": len(references), "feature_extractor": s.fid.name}
         if "rfid" in config.metrics:
             rows["rfid"], notes["rfid"], details["rfid"] = _rfid(config, references, real, pipe, s.fid)
-    return rows, notes, details
+    return rows, {r: notes[r] for r in ROWS if r in notes}, details
 
 
 def _rfid(config: EvaluateConfig, references: list[Path], real, pipe, features: FeatureExtractor):
@@ -405,6 +405,7 @@ def _report(config, captions: Captions, pipe, s: _Scorers, rows, notes, details,
             "model": config.model or config.repository,
             "runtime": pipe.runtime.kind,
             "checkpoint_sha256": pipe.spec.checkpoint_hash,
+            "versions": dict(pipe.spec.versions),  # repository model versions (empty for a checkpoint folder)
             "height": config.height,
             "width": config.width,
             "steps": config.steps,

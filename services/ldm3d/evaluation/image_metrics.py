@@ -146,7 +146,15 @@ def _is_metric(features: FeatureExtractor, splits: int = IS_SPLITS):
     return _build(build, features, "the Inception Score")
 
 
+def _require_torchmetrics() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torchmetrics") is None:
+        raise FailedPrecondition("the image metrics are torchmetrics': pip install 'torchmetrics>=1.9,<2'")
+
+
 def _build(build, features: FeatureExtractor, what: str):
+    _require_torchmetrics()
     if not isinstance(features.module, (int, str)):
         with warnings.catch_warnings():  # "stores all features in memory": known, bounded by the sample count
             warnings.simplefilter("ignore", UserWarning)
@@ -208,6 +216,7 @@ class ClipScorer:
     by torchmetrics' ``CLIPScore`` for one pair (its per-batch value); a data set's number is the mean over images."""
 
     def __init__(self, model, processor, source: str):
+        _require_torchmetrics()
         from torchmetrics.multimodal.clip_score import CLIPScore
 
         self.source = source
