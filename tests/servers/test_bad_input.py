@@ -13,9 +13,8 @@ from PIL import Image
 
 from ldm3d import codec
 from ldm3d.servers import tensors
-from ldm3d.v1 import (autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, depth_pb2, depth_pb2_grpc, renderer_pb2,
-                      renderer_pb2_grpc, sampler_pb2, sampler_pb2_grpc, studio_pb2, studio_pb2_grpc,
-                      text_encoder_pb2, text_encoder_pb2_grpc)
+from ldm3d.v1 import (autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, depth_pb2, depth_pb2_grpc, sampler_pb2,
+                      sampler_pb2_grpc, studio_pb2, studio_pb2_grpc, text_encoder_pb2, text_encoder_pb2_grpc)
 
 from servers_helpers import ThreadServer, healthy
 
@@ -144,16 +143,6 @@ def test_autoencoder_and_text_encoder_reject_bad_input(channel, platform):
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (field, info.value.details())
         assert _field(info.value) == field
     assert healthy(platform.target)
-
-
-def test_declared_services_answer_unimplemented_saying_so(channel, platform):
-    for method, req in [(depth_pb2_grpc.DepthEvaluatorStub(channel).Evaluate, depth_pb2.EvaluateDepthRequest()),
-                        (renderer_pb2_grpc.PanoramaRendererStub(channel).Submit, renderer_pb2.RenderRequest())]:
-        with pytest.raises(grpc.RpcError) as info:
-            method(req, timeout=10)
-        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-        assert "not implemented yet" in info.value.details()
-    assert healthy(platform.target, "ldm3d.v1.PanoramaRenderer")
 
 
 def test_message_over_the_size_limit_is_refused_and_the_server_lives():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def test_every_message_and_field_is_documented():
     from grpc_tools import protoc  # noqa: F401 - the generator must be importable
     from google.protobuf import descriptor_pb2
 
-    sys.path.insert(0, str(ROOT / "scripts"))
-    import gen_protos
+    # by file path: putting scripts/ on sys.path would let scripts/triton shadow the real `triton` package
+    spec = importlib.util.spec_from_file_location("gen_protos", ROOT / "scripts" / "gen_protos.py")
+    gen_protos = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_protos)
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "set.pb"
