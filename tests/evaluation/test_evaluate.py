@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -115,11 +116,11 @@ def test_report_rows_settings_and_notes(runs, work, tiny_model):
     assert report["paper"]["row"] == PAPER_ROW
 
 
-def test_changed_scoring_settings_rescore_without_generating(runs, work, tiny_model):
-    features = image_metrics.tiny_feature_extractor(seed=0)
-    report = run_evaluation(
-        _config(work, tiny_model, 4, depth_seed=1, metrics=("depth",)), fid_features=features, is_features=features
-    )
+def test_changed_scoring_settings_rescore_without_generating(runs, work, tiny_model, tmp_path):
+    shutil.copytree(work / "eval", tmp_path / "eval")  # the other tests keep their samples as they are
+    config = _config(work, tiny_model, 4, depth_seed=1, metrics=("depth",))
+    config.out = tmp_path / "eval" / "report.json"
+    report = run_evaluation(config)
     assert (report["samples"]["generated"], report["samples"]["rescored"]) == (0, 4)
     assert report["rows"]["clip"] is None and report["notes"]["clip"] == "not requested (--metrics)"
     assert report["rows"]["abs_rel"] is not None and report["settings"]["depth_seed"] == 1

@@ -250,8 +250,10 @@ def _samples(config: EvaluateConfig, captions: Captions, pipe, scorers: _Scorers
             "steps": config.steps,
             "scheduler": config.scheduler,
             "guidance_scale": config.guidance_scale,
+            # the weights and how they run, not the path they were loaded from (a rerun from elsewhere resumes)
             "checkpoint_sha256": pipe.spec.checkpoint_hash,
-            "source": pipe.spec.source,
+            "runtime": pipe.runtime.kind,
+            "versions": dict(pipe.spec.versions),
         }
         record = _read_record(files["json"])
         if record is not None and record.get("generation") == generation and all(f.is_file() for f in files.values()):
