@@ -161,3 +161,14 @@ def test_fp16_export_keeps_fp32_inputs_and_outputs(tiny_model, tmp_path):
     assert [d for _, d, _ in inputs + outputs] == ["float32", "float32"]
     out = EmbeddedRuntime(tmp_path / "repo").infer("vae_decoder", {"latent_sample": np.zeros((1, 4, 4, 4), np.float32)})
     assert out["sample"].dtype == np.float32 and out["sample"].shape == (1, 6, 8, 8)
+
+
+def test_fused_attention_export_matches_torch(tiny_model, tmp_path):
+    import onnx
+
+    (result,) = export_checkpoint(tiny_model, tmp_path / "repo", models=("unet",), fused_attention=True)
+    graph = onnx.load(str(result.path / "model.onnx"))
+    assert sum(n.op_type == "MultiHeadAttention" for n in graph.graph.node) == 12
+    assert result.max_error < 1e-5
+    assert json.loads((result.path / "manifest.json").read_text())["export"]["attention"] == \
+        "com.microsoft.MultiHeadAttention"

@@ -178,7 +178,7 @@ def test_corrupted_version_is_never_loaded(served, triton):
     assert triton.infer("unet", _inputs("unet", np.random.default_rng(0)))["out_sample"].shape == (2, 4, 8, 8)
 
 
-def test_pipeline_agrees_across_torch_embedded_and_triton(served, tiny_model):
+def test_pipeline_agrees_across_torch_embedded_and_triton(served, exported_repository, tiny_model):
     """Text → RGBD end to end (classifier-free guidance, image-to-image too) on all three runtimes, within 1e-3."""
     from ldm3d.pipeline import GenerateParams, LDM3DPipeline
 
@@ -188,7 +188,8 @@ def test_pipeline_agrees_across_torch_embedded_and_triton(served, tiny_model):
                              init_depth=ref.depth[0], strength=0.6)
     ref2 = LDM3DPipeline.from_checkpoint(tiny_model)(img2img)
     for kind, url in (("embedded", None), ("triton", served[2].url)):
-        pipe = LDM3DPipeline.from_repository(served[0], runtime=kind, triton_url=url, version=1)
+        # the pristine repository (version 1 of everything) gives the spec; the server serves version 1 as well
+        pipe = LDM3DPipeline.from_repository(exported_repository, runtime=kind, triton_url=url, version=1)
         got = pipe(params)
         assert got.metadata["model"]["runtime"] == kind
         np.testing.assert_allclose(got.decoded, ref.decoded, atol=1e-3)

@@ -24,6 +24,9 @@ def register(sub) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--tolerance", type=float, default=None,
                    help="max relative error against torch (default 1e-3 fp32, 3e-2 fp16); above it nothing is published")
+    p.add_argument("--fused-attention", action="store_true",
+                   help="export U-Net attention as ONNX Runtime's MultiHeadAttention contrib op (onnxruntime "
+                        "backends only; TensorRT's ONNX parser / trtexec cannot read it)")
     p.add_argument("--models", default="text_encoder,unet,vae_decoder,vae_encoder",
                    help="comma-separated subset of text_encoder,unet,vae_decoder,vae_encoder")
     p.set_defaults(func=_export)
@@ -49,7 +52,8 @@ def _export(args) -> int:
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     results = export_checkpoint(args.model, args.repository, version=args.version, models=models, fp16=args.fp16,
-                                opset=args.opset, tolerance=args.tolerance)
+                                opset=args.opset, tolerance=args.tolerance,
+                                fused_attention=args.fused_attention)
     for r in results:
         print(f"{r.model:<13} version {r.version}  error {r.max_error:.2e}  {r.seconds:5.1f} s  {r.path}")
     return 0
