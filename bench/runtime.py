@@ -46,16 +46,27 @@ def flops_of(fn) -> float:
     return float(counter.get_total_flops())
 
 
+CPU_SECONDS: dict[str, float] = {}  # contender → median process CPU seconds of its last alternate() call
+
+
 def alternate(contenders: dict, repeats: int) -> dict[str, float]:
-    """Median seconds per contender; one warm-up call each, then rounds in which every contender runs once."""
+    """Median wall seconds per contender; one warm-up call each, then rounds in which every contender runs once.
+
+    The median CPU seconds (all threads) go to ``CPU_SECONDS``: on a machine shared with other jobs they show the
+    work each contender did, which wall time alone hides.
+    """
     for fn in contenders.values():
         fn()
     times = {k: [] for k in contenders}
+    cpu = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    CPU_SECONDS.clear()
+    CPU_SECONDS.update({k: statistics.median(v) for k, v in cpu.items()})
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -117,7 +128,9 @@ def bench_unet(preset, modules, runtime, sizes, repeats, precision) -> list[dict
             contenders["torch-bf16"] = lambda: bf16_rt.infer("unet", x)
         t = alternate(contenders, repeats)
         ref = torch_rt.infer("unet", x)["out_sample"]
+        cpu = dict(CPU_SECONDS)
         row = {"preset": preset, "size": size, "latent": h, "batch": 2, "tflop": flops / 1e12,
+               "torch_cpu_s": cpu["torch"], "embedded_cpu_s": cpu["embedded"],
                "torch_s": t["torch"], "embedded_s": t["embedded"], "embedded_speedup": t["torch"] / t["embedded"],
                "embedded_max_err": float(np.abs(runtime.infer("unet", x)["out_sample"] - ref).max()),
                "torch_gflops": flops / t["torch"] / 1e9, "embedded_gflops": flops / t["embedded"] / 1e9}
@@ -126,7 +139,7 @@ def bench_unet(preset, modules, runtime, sizes, repeats, precision) -> list[dict
         if bf16_rt:
             err = bf16_rt.infer("unet", x)["out_sample"] - ref
             row.update({"bf16_s": t["torch-bf16"], "bf16_speedup": t["torch"] / t["torch-bf16"],
-                        "bf16_gflops": flops / t["torch-bf16"] / 1e9, "bf16_max_err": float(np.abs(err).max()),
+                        "bf16_cpu_s": cpu["torch-bf16"], "bf16_gflops": flops / t["torch-bf16"] / 1e9, "bf16_max_err": float(np.abs(err).max()),
                         "bf16_rms_err": float(np.sqrt(np.mean(err**2)))})
         rows.append(row)
         print(f"[{preset}] unet {size}²: {_fmt(row)}", flush=True)
