@@ -20,7 +20,7 @@ from ldm3d.evaluation.evaluate import PAPER_ROW, ROWS, EvaluateConfig, read_capt
 from ldm3d.pipeline import GenerateParams
 
 CAPTIONS = ["a cabin in the woods", "a red car on a street", "a bowl of fruit on a table", "a lighthouse at dusk"]
-SIZE = dict(height=64, width=64, steps=2)
+SIZE = {"height": 64, "width": 64, "steps": 2}
 
 
 @pytest.fixture(scope="module")
@@ -154,8 +154,17 @@ def test_read_captions(tmp_path, work):
     c = read_captions(work / "captions.txt", limit=3)
     assert c.texts == CAPTIONS[:3] and c.total == 4 and c.format == "text"
     coco = tmp_path / "captions_val2017.json"
-    coco.write_text(json.dumps({"images": [], "annotations": [{"image_id": 1, "id": 7, "caption": "A dog.\n"},
-                                                              {"image_id": 2, "id": 8, "caption": "Two  cats"}]}))
+    coco.write_text(
+        json.dumps(
+            {
+                "images": [],
+                "annotations": [
+                    {"image_id": 1, "id": 7, "caption": "A dog.\n"},
+                    {"image_id": 2, "id": 8, "caption": "Two  cats"},
+                ],
+            }
+        )
+    )
     c = read_captions(coco)
     assert c.texts == ["A dog.", "Two cats"] and c.format == "coco-json"
     with pytest.raises(NotFound, match="--captions .*: no such file"):
@@ -170,9 +179,10 @@ def test_read_captions(tmp_path, work):
 
 def test_cli_errors_exit_2(tmp_path, work, tiny_model, capsys):
     base = ["evaluate", "--out", str(tmp_path / "r.json"), "--no-progress"]
+    captions = str(work / "captions.txt")
     cases = [
-        (["--model", str(tiny_model), "--captions", str(tmp_path / "nope.txt")], "--captions '.*nope.txt': no such file"),
-        (["--model", str(tmp_path / "no-model"), "--captions", str(work / "captions.txt")], "no such checkpoint folder"),
+        (["--model", str(tiny_model), "--captions", str(tmp_path / "nope.txt")], "--captions '.*nope.txt': no such"),
+        (["--model", str(tmp_path / "no-model"), "--captions", captions], "no such checkpoint folder"),
         (["--captions", str(work / "captions.txt")], "give exactly one of --model"),
         (["--model", str(tiny_model), "--captions", str(work / "captions.txt"), "--metrics", "fid,psnr"],
          "--metrics 'fid,psnr': use a comma-separated subset"),

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     s = p.add_argument_group("scoring")
     s.add_argument("--metrics", default=_METRICS, help="comma-separated subset to compute ('depth' = AbsRel and RMSE)")
     s.add_argument("--clip-model", default="openai/clip-vit-large-patch14", metavar="DIR_OR_ID",
-                   help="CLIP for the similarity score (`ldm3d make-tiny-clip DIR` offline, for trying only)")  # fmt: skip
+                   help="CLIP for the similarity score (offline trial: `ldm3d make-tiny-clip DIR`)")  # fmt: skip
     s.add_argument("--reference-depth-model", default="Intel/zoedepth-nyu", metavar="DIR_OR_ID",
                    help="ZoeDepth-N, the metric depth reference of §4.3")  # fmt: skip
     s.add_argument("--depth-samples", type=int, default=DEFAULT_SAMPLES, help="pixels for each depth alignment fit")

@@ -91,7 +91,9 @@ class EvaluateConfig:
         if self.out.suffix.lower() != ".json":
             raise InvalidArgument(f"--out {str(self.out)!r}: the report is JSON; name it *.json", field="out")
         if self.reference_images is not None and not self.reference_images.is_dir():
-            raise NotFound(f"--reference-images {str(self.reference_images)!r}: no such folder", field="reference_images")
+            raise NotFound(
+                f"--reference-images {str(self.reference_images)!r}: no such folder", field="reference_images"
+            )
 
     @property
     def work_dir(self) -> Path:
@@ -123,7 +125,7 @@ def read_captions(path: Path, limit: int | None = None) -> Captions:
             texts = [str(a["caption"]) for a in doc["annotations"]]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
             raise InvalidArgument(
-                f"--captions {str(path)!r} is not a COCO captions file: expected {{\"annotations\": [{{\"caption\": "
+                f'--captions {str(path)!r} is not a COCO captions file: expected {{"annotations": [{{"caption": '
                 f"...}}, ...]}} ({exc.__class__.__name__}: {exc})",
                 field="captions",
             ) from None
@@ -133,7 +135,9 @@ def read_captions(path: Path, limit: int | None = None) -> Captions:
     texts = [" ".join(t.split()) for t in texts]
     texts = [t for t in texts if t]
     if not texts:
-        raise InvalidArgument(f"--captions {str(path)!r} holds no captions (give one caption per line)", field="captions")
+        raise InvalidArgument(
+            f"--captions {str(path)!r} holds no captions (give one caption per line)", field="captions"
+        )
     total = len(texts)
     return Captions(texts[:limit] if limit else texts, total, fmt, hashlib.sha256(data).hexdigest())
 
@@ -346,11 +350,14 @@ def _aggregate(config: EvaluateConfig, records: list[dict], references: list[Pat
         negative = sum(1 for r in records if r["scores"]["depth"]["scale"] < 0)
         details["depth"] = {"reference_model": config.reference_depth_model, "images": n, "negative_scale": negative}
 
-    generated = lambda: (codec.read_rgb(_sample_files(config.work_dir, r["index"])["rgb"]) for r in records)  # noqa: E731
-    real = lambda: (  # noqa: E731
-        image_metrics.square_resize(codec.read_rgb(p, field="reference_images"), config.height, config.width)
-        for p in references
-    )
+    def generated():  # each metric streams the PNGs again: nothing holds every image in memory
+        return (codec.read_rgb(_sample_files(config.work_dir, r["index"])["rgb"]) for r in records)
+
+    def real():
+        return (
+            image_metrics.square_resize(codec.read_rgb(p, field="reference_images"), config.height, config.width)
+            for p in references
+        )
 
     if s.inception is not None:
         if n < 2:
@@ -392,7 +399,11 @@ def _rfid(config: EvaluateConfig, references: list[Path], real, pipe, features: 
         f"{len(inputs)} reference images with {config.rfid_depth_model} depth, through the autoencoder (posterior "
         f"mean → decoder), RGB reconstructions vs inputs; features: {features.name}"
     )
-    return value, note, {"images": len(inputs), "depth_model": config.rfid_depth_model, "feature_extractor": features.name}
+    return (
+        value,
+        note,
+        {"images": len(inputs), "depth_model": config.rfid_depth_model, "feature_extractor": features.name},
+    )
 
 
 def _report(config, captions: Captions, pipe, s: _Scorers, rows, notes, details, counts, n_refs) -> dict:
@@ -414,21 +425,31 @@ def _report(config, captions: Captions, pipe, s: _Scorers, rows, notes, details,
             "scheduler": config.scheduler,
             "guidance_scale": config.guidance_scale,
             "negative_prompt": "",
-            "seeds": {"base": config.seed, "rule": "caption i is generated with seed base + i",
-                      "first": config.seed, "last": config.seed + len(captions.texts) - 1},  # fmt: skip
-            "captions": {"file": str(config.captions), "sha256": captions.sha256, "format": captions.format,
-                         "in_file": captions.total, "used": len(captions.texts)},  # fmt: skip
+            "seeds": {
+                "base": config.seed,
+                "rule": "caption i is generated with seed base + i",
+                "first": config.seed,
+                "last": config.seed + len(captions.texts) - 1,
+            },
+            "captions": {
+                "file": str(config.captions),
+                "sha256": captions.sha256,
+                "format": captions.format,
+                "in_file": captions.total,
+                "used": len(captions.texts),
+            },
             "limit": config.limit,
             "metrics": list(config.metrics),
             "clip_model": config.clip_model if s.clip is not None else None,
             "reference_depth_model": config.reference_depth_model if s.zoe is not None else None,
             "depth_samples": config.depth_samples,
             "depth_seed": config.depth_seed,
-            "reference_images": None if config.reference_images is None
-            else {"folder": str(config.reference_images), "images": n_refs,
-                  "preprocessing": "centre crop to the generation aspect ratio, Pillow bicubic resize"},  # fmt: skip
+            "reference_images": _reference_settings(config, n_refs),
             "rfid_depth_model": config.rfid_depth_model if rows["rfid"] is not None else None,
-            "feature_extractors": {"fid": s.fid.name if s.fid else None, "is": s.inception.name if s.inception else None},
+            "feature_extractors": {
+                "fid": s.fid.name if s.fid else None,
+                "is": s.inception.name if s.inception else None,
+            },
             "is_splits": config.is_splits,
         },
         "samples": {"count": len(captions.texts), **counts, "work_dir": str(config.work_dir)},
@@ -436,8 +457,25 @@ def _report(config, captions: Captions, pipe, s: _Scorers, rows, notes, details,
     }
 
 
+def _reference_settings(config: EvaluateConfig, n_refs: int) -> dict | None:
+    if config.reference_images is None:
+        return None
+    return {
+        "folder": str(config.reference_images),
+        "images": n_refs,
+        "preprocessing": "centre crop to the generation aspect ratio, Pillow bicubic resize",
+    }
+
+
 # --------------------------------------------------------------------------------------------- markdown
-_HEADERS = {"fid": "FID ↓", "is": "IS ↑", "clip": "CLIP ↑", "abs_rel": "AbsRel ↓", "rmse": "RMSE [m] ↓", "rfid": "rFID ↓"}
+_HEADERS = {
+    "fid": "FID ↓",
+    "is": "IS ↑",
+    "clip": "CLIP ↑",
+    "abs_rel": "AbsRel ↓",
+    "rmse": "RMSE [m] ↓",
+    "rfid": "rFID ↓",
+}
 _DIGITS = {"fid": 2, "is": 2, "clip": 2, "abs_rel": 4, "rmse": 3, "rfid": 2}
 
 
@@ -464,4 +502,4 @@ def _fmt(value, row: str) -> str:
     return "—" if value is None else f"{value:.{_DIGITS[row]}f}"
 
 
-__all__ = ["EvaluateConfig", "METRICS", "PAPER_ROW", "ROWS", "read_captions", "report_markdown", "run_evaluation"]
+__all__ = ["METRICS", "PAPER_ROW", "ROWS", "EvaluateConfig", "read_captions", "report_markdown", "run_evaluation"]

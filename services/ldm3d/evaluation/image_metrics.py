@@ -42,7 +42,9 @@ from ..errors import FailedPrecondition, InvalidArgument, NotFound
 DEFAULT_CLIP_MODEL = "openai/clip-vit-large-patch14"
 
 #: What the report says produced FID / IS when the standard extractor is used.
-INCEPTION_FID = "InceptionV3 pool3, 2048-d (torch-fidelity inception-v3-compat, pt_inception-2015-12-05, via torchmetrics)"
+INCEPTION_FID = (
+    "InceptionV3 pool3, 2048-d (torch-fidelity inception-v3-compat, pt_inception-2015-12-05, via torchmetrics)"
+)
 INCEPTION_IS = "InceptionV3 logits_unbiased, 1008 classes (torch-fidelity inception-v3-compat, via torchmetrics)"
 
 #: Inception Score splits: the convention of Salimans et al. and of the published numbers.
@@ -68,7 +70,9 @@ def standard_features(kind: str) -> FeatureExtractor:
     :class:`FailedPrecondition` when torch-fidelity, torchvision or the Inception weights are unavailable."""
     if kind not in ("fid", "is"):
         raise InvalidArgument(f"kind={kind!r}: use 'fid' or 'is'", field="kind")
-    extractor = FeatureExtractor(INCEPTION_FID, 2048) if kind == "fid" else FeatureExtractor(INCEPTION_IS, "logits_unbiased")
+    extractor = (
+        FeatureExtractor(INCEPTION_FID, 2048) if kind == "fid" else FeatureExtractor(INCEPTION_IS, "logits_unbiased")
+    )
     _fid_metric(extractor) if kind == "fid" else _is_metric(extractor)  # fails here, before any generation
     return extractor
 
@@ -192,7 +196,9 @@ def tiny_feature_extractor(features: int = 16, seed: int = 0) -> FeatureExtracto
     numbers are not comparable to any published FID/IS). Used as FID features or as IS logits."""
     torch.manual_seed(seed)
     net = TinyFeatureNet(features).eval()
-    return FeatureExtractor(f"tiny random conv net ({features}-d, seed {seed}): not comparable to published numbers", net)
+    return FeatureExtractor(
+        f"tiny random conv net ({features}-d, seed {seed}): not comparable to published numbers", net
+    )
 
 
 class TinyFeatureNet(torch.nn.Module):
@@ -247,7 +253,9 @@ def load_clip(name_or_path: str = DEFAULT_CLIP_MODEL, *, field: str = "clip_mode
             tokenizer=CLIPTokenizer.from_pretrained(str(name_or_path)),
         )
     except (OSError, ValueError) as exc:
-        where = "the folder" if path.exists() else "the Hugging Face Hub (offline: download it elsewhere, pass the folder)"
+        where = (
+            "the folder" if path.exists() else "the Hugging Face Hub (offline: download it elsewhere, pass the folder)"
+        )
         raise NotFound(
             f"{field}={name_or_path!r}: cannot load a CLIP model and processor from {where} "
             f"({exc.__class__.__name__}: {str(exc).splitlines()[0][:200]})",
@@ -290,13 +298,12 @@ def make_tiny_clip(directory: str | Path, seed: int = 0) -> Path:
 
     from ..models.tokenizer import write_clip_tokenizer
 
+    tower = {"hidden_size": 32, "intermediate_size": 37, "num_hidden_layers": 2, "num_attention_heads": 2}
     config = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77),
-        vision_config=dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-                           num_attention_heads=2),
+        text_config={"vocab_size": 49408, "max_position_embeddings": 77, **tower},
+        vision_config={"image_size": 32, "patch_size": 8, **tower},
         projection_dim=16,
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
