@@ -107,7 +107,7 @@ def test_inception_score_matches_a_direct_computation(features):
 @pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed")
 def test_standard_inception_names_what_to_install():
     for kind in ("fid", "is"):
-        with pytest.raises(FailedPrecondition, match="pip install torch-fidelity plus the torchvision"):
+        with pytest.raises(FailedPrecondition, match="pip install torch-fidelity plus a torchvision built for this torch"):
             im.standard_features(kind)
     with pytest.raises(FailedPrecondition, match="torch-fidelity"):
         im.frechet_distance([np.zeros((8, 8, 3), np.uint8)] * 2, [np.zeros((8, 8, 3), np.uint8)] * 2)

@@ -51,8 +51,9 @@ INCEPTION_IS = "InceptionV3 logits_unbiased, 1008 classes (torch-fidelity incept
 IS_SPLITS = 10
 
 _INSTALL_HINT = (
-    "pip install torch-fidelity plus the torchvision release paired with torch {torch}; the weights "
-    "(pt_inception-2015-12-05-6726825d.pth) download from GitHub on first use, offline copy them to "
+    "pip install torch-fidelity plus a torchvision built for this torch ({torch}, same CPU/CUDA variant: PyPI's "
+    "torchvision is built for CUDA torch and fails on a CPU one with 'torchvision::nms does not exist'); the "
+    "weights (pt_inception-2015-12-05-6726825d.pth) download from GitHub on first use, offline copy them to "
     "$TORCH_HOME/hub/checkpoints/"
 )
 
