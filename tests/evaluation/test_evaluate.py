@@ -118,10 +118,13 @@ def test_report_rows_settings_and_notes(runs, work, tiny_model):
 
 def test_changed_scoring_settings_rescore_without_generating(runs, work, tiny_model, tmp_path):
     shutil.copytree(work / "eval", tmp_path / "eval")  # the other tests keep their samples as they are
+    samples = tmp_path / "eval" / "report.samples"
+    (samples / "00003.json").unlink()  # as if interrupted after the PNGs: that sample is generated again
     config = _config(work, tiny_model, 4, depth_seed=1, metrics=("depth",))
     config.out = tmp_path / "eval" / "report.json"
     report = run_evaluation(config)
-    assert (report["samples"]["generated"], report["samples"]["rescored"]) == (0, 4)
+    assert (report["samples"]["generated"], report["samples"]["rescored"]) == (1, 3)
+    assert json.loads((samples / "00003.json").read_text())["scores"]["depth"]["settings"]["seed"] == 1
     assert report["rows"]["clip"] is None and report["notes"]["clip"] == "not requested (--metrics)"
     assert report["rows"]["abs_rel"] is not None and report["settings"]["depth_seed"] == 1
 
