@@ -50,12 +50,13 @@ CPU_SECONDS: dict[str, float] = {}  # contender → median process CPU seconds o
 
 
 def alternate(contenders: dict, repeats: int) -> dict[str, float]:
-    """Median wall seconds per contender; one warm-up call each, then rounds in which every contender runs once.
+    """Median wall seconds per contender; warm-up calls, then rounds in which every contender runs once.
 
     The median CPU seconds (all threads) go to ``CPU_SECONDS``: on a machine shared with other jobs they show the
     work each contender did, which wall time alone hides.
     """
-    for fn in contenders.values():
+    for fn in contenders.values():  # two warm-up calls: oneDNN's bf16 kernels settled only after the second
+        fn()
         fn()
     times = {k: [] for k in contenders}
     cpu = {k: [] for k in contenders}
