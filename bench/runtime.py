@@ -158,7 +158,7 @@ def bench_unet(preset, modules, runtime, sizes, repeats, precision) -> list[dict
     return rows
 
 
-def profile_unet(preset, runtime, modules, size, top=12) -> dict:
+def profile_unet(preset, runtime, modules, size, precision="fp32", top=12) -> dict:
     """Where a U-Net step's time goes: ONNX Runtime's per-operator profile and torch's, grouped by operator type."""
     import onnxruntime as ort
     from torch.profiler import ProfilerActivity, profile
@@ -194,6 +194,14 @@ def profile_unet(preset, runtime, modules, size, top=12) -> dict:
         torch_rt.infer("unet", x)
     print(f"[{preset}] torch eager U-Net {size}², one step:")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+    if precision == "bf16":
+        bf16_rt = Bf16Runtime({"unet": unet})
+        bf16_rt.infer("unet", x)
+        bf16_rt.infer("unet", x)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            bf16_rt.infer("unet", x)
+        print(f"[{preset}] torch bf16 U-Net {size}², one step:")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
     return {"preset": preset, "size": size, "ort_kernel_s": total, "ort_by_op_s": by_op}
 
 
@@ -269,7 +277,8 @@ def main(argv=None) -> int:
         with torch.inference_mode():
             results["unet"] += bench_unet(preset, modules, runtime, sizes, args.repeats, args.precision)
             if args.profile:
-                results.setdefault("profile", []).extend(profile_unet(preset, runtime, modules, s) for s in sizes)
+                results.setdefault("profile", []).extend(
+                    profile_unet(preset, runtime, modules, s, args.precision) for s in sizes)
             if steps:
                 results["e2e"] += bench_e2e(preset, modules, runtime, sizes, steps, max(1, args.repeats - 1),
                                             args.precision, args.workdir / preset)
