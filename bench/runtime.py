@@ -62,6 +62,7 @@ def alternate(contenders: dict, repeats: int) -> dict[str, float]:
     cpu = {k: [] for k in contenders}
     for _ in range(repeats):
         for name, fn in contenders.items():
+            time.sleep(0.2)  # let the previous contender's threads stop spinning (ONNX Runtime's spin-wait)
             c0, t0 = time.process_time(), time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - t0)
