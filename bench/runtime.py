@@ -55,9 +55,15 @@ def alternate(contenders: dict, repeats: int) -> dict[str, float]:
     The median CPU seconds (all threads) go to ``CPU_SECONDS``: on a machine shared with other jobs they show the
     work each contender did, which wall time alone hides.
     """
-    for fn in contenders.values():  # two warm-up calls: oneDNN's bf16 kernels settled only after the second
-        fn()
-        fn()
+    for fn in contenders.values():  # warm up until two calls agree: oneDNN's bf16 path needs several calls
+        last = None
+        for _ in range(8):
+            t0 = time.perf_counter()
+            fn()
+            took = time.perf_counter() - t0
+            if last is not None and abs(took - last) <= 0.15 * last:
+                break
+            last = took
     times = {k: [] for k in contenders}
     cpu = {k: [] for k in contenders}
     for _ in range(repeats):
