@@ -3,6 +3,9 @@
     ldm3d make-tiny-depth-model demo/tiny-dpt --kind dpt
     ldm3d depth --model Intel/dpt-large out/*.png --out depth/           # <stem>_depth.png, 16-bit, larger = nearer
     ldm3d depth --model Intel/zoedepth-nyu out/*.png --out reference/    # <stem>_depth.npy, float32 metres
+    ldm3d export-depth --model Intel/dpt-large --repository model_repository        # → depth_estimator/<N>/
+    ldm3d depth --repository model_repository out/*.png --out depth/    # the same through ONNX Runtime
+    ldm3d depth --repository model_repository --repository-model depth_reference out/*.png --out reference/
     ldm3d depth-metrics --pred out/cabin_depth.png --reference reference/cabin_depth.npy --json
     ldm3d depth-metrics --pred out/cabin_depth.png --rgb out/cabin_rgb.png        # reference from ZoeDepth-N
 
@@ -35,9 +38,22 @@ def register(subparsers) -> None:
         "normalised per image to 0..65535, larger = nearer: the LDM3D training convention). ZoeDepth checkpoints "
         "write <stem>_depth.npy (float32 metres, the reference of `ldm3d depth-metrics`).",
     )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="DPT or ZoeDepth folder in the hub layout, or a hub id (Intel/dpt-large)")
+    src.add_argument(
+        "--repository", metavar="DIR",
+        help="instead of --model: a model repository holding versions written by `ldm3d export-depth`",
+    )  # fmt: skip
     p.add_argument(
-        "--model", required=True, help="DPT or ZoeDepth folder in the hub layout, or a hub id (Intel/dpt-large)"
-    )
+        "--repository-model", choices=("depth_estimator", "depth_reference"), default="depth_estimator",
+        help="with --repository: depth_estimator (DPT, 16-bit PNG) or depth_reference (ZoeDepth, metres)",
+    )  # fmt: skip
+    p.add_argument(
+        "--runtime", choices=("embedded", "triton"), default="embedded",
+        help="with --repository: ONNX Runtime in-process (default) or a Triton server serving that repository",
+    )  # fmt: skip
+    p.add_argument("--triton-url", default=None, metavar="HOST:PORT", help="with --runtime triton")
+    p.add_argument("--version", type=int, default=None, help="with --repository: model version (default: current)")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="RGB images (any format Pillow reads)")
     p.add_argument("--out", required=True, type=Path, help="output folder (created)")
     p.add_argument(
@@ -83,6 +99,27 @@ def register(subparsers) -> None:
     m.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     m.set_defaults(func=_depth_metrics)
 
+    e = subparsers.add_parser(
+        "export-depth",
+        help="export a DPT or ZoeDepth checkpoint to ONNX into a Triton model repository "
+        "(depth_estimator / depth_reference)",
+        description="DPT checkpoints become depth_estimator/<N>/, ZoeDepth checkpoints depth_reference/<N>/, through "
+        "the same staging, parity check against torch, manifest and atomic publish as `ldm3d export`; the "
+        "checkpoint's config.json and preprocessor_config.json are stored with the version.",
+    )
+    e.add_argument("--model", required=True, help="DPT or ZoeDepth folder in the hub layout, or a hub id")
+    e.add_argument("--repository", required=True, help="model repository folder (created if missing)")
+    e.add_argument(
+        "--version", type=int, default=None, help="version number (default: one above that model's highest)"
+    )
+    e.add_argument("--fp16", action="store_true", help="compute in float16 inside the graph (GPU serving)")
+    e.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    e.add_argument(
+        "--tolerance", type=float, default=None,
+        help="max relative error against torch (default 1e-3 fp32, 3e-2 fp16); above it nothing is published",
+    )  # fmt: skip
+    e.set_defaults(func=_export_depth)
+
     t = subparsers.add_parser(
         "make-tiny-depth-model",
         help="write a tiny random-weight DPT or ZoeDepth checkpoint (hub layout) for tests and demos",
@@ -115,18 +152,47 @@ def _depth(args: argparse.Namespace) -> int:
         stems[image.stem] = image
 
     _quiet_transformers()
-    model = depth_models.load_depth_model(args.model)
+    if args.repository is not None:
+        if args.runtime == "triton" and not args.triton_url:
+            raise InvalidArgument("--runtime triton needs --triton-url HOST:PORT", field="triton_url")
+        model = depth_models.load_depth_model_from_repository(
+            args.repository, args.repository_model, runtime=args.runtime, version=args.version,
+            triton_url=args.triton_url,
+        )  # fmt: skip
+    else:
+        for flag, value, default in (("--version", args.version, None), ("--runtime", args.runtime, "embedded"),
+                                     ("--triton-url", args.triton_url, None),
+                                     ("--repository-model", args.repository_model, "depth_estimator")):
+            if value != default:
+                field = flag[2:].replace("-", "_")
+                raise InvalidArgument(f"{flag} applies to --repository, not to --model", field=field)
+        model = depth_models.load_depth_model(args.model)
     suffix = ".png" if model.kind == "dpt" else ".npy"
-    for image in tqdm(images, desc=f"depth ({model.kind})", unit="image", file=sys.stderr):
-        rgb = read_rgb(image, field="images")
-        target = args.out / f"{image.stem}_depth{suffix}"
-        if model.kind == "dpt":
-            write_png(target, depth_models.estimate_relative_depth(model, rgb))
-        else:
-            metres = depth_models.estimate_metric_depth(model, rgb, flip_aug=args.flip_aug)
-            write_bytes_atomic(target, _npy_bytes(metres))
+    try:
+        for image in tqdm(images, desc=f"depth ({model.kind})", unit="image", file=sys.stderr):
+            rgb = read_rgb(image, field="images")
+            target = args.out / f"{image.stem}_depth{suffix}"
+            if model.kind == "dpt":
+                write_png(target, depth_models.estimate_relative_depth(model, rgb))
+            else:
+                metres = depth_models.estimate_metric_depth(model, rgb, flip_aug=args.flip_aug)
+                write_bytes_atomic(target, _npy_bytes(metres))
+    finally:
+        model.close()
     what = "16-bit relative depth PNG" if model.kind == "dpt" else "float32 metric depth .npy, metres"
     print(f"wrote {len(images)} depth map(s) ({what}) to {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------- ldm3d export-depth
+def _export_depth(args: argparse.Namespace) -> int:
+    from ..repository.depth_export import export_depth_checkpoint
+
+    _quiet_transformers()
+    r = export_depth_checkpoint(
+        args.model, args.repository, version=args.version, fp16=args.fp16, opset=args.opset, tolerance=args.tolerance
+    )
+    print(f"{r.model:<15} version {r.version}  error {r.max_error:.2e}  {r.seconds:5.1f} s  {r.path}")
     return 0
 
 

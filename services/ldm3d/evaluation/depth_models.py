@@ -38,7 +38,7 @@ import numpy as np
 
 from ..codec import DEPTH_MAX
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
-from ..runtime.base import TensorSpec
+from ..runtime.base import MODEL_IO, TensorSpec
 from .depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED, DepthMetrics, depth_metrics
 
 log = logging.getLogger(__name__)
@@ -55,11 +55,7 @@ ZOEDEPTH_PADDING_FACTOR = 3
 #: Runtime model names per kind (shared DESIGN.md §2) and their tensor contract, for ONNX export and config.pbtxt.
 RUNTIME_MODEL_NAMES: dict[str, str] = {"dpt": "depth_estimator", "zoedepth": "depth_reference"}
 DEPTH_MODEL_IO: dict[str, dict[str, dict[str, TensorSpec]]] = {
-    name: {
-        "inputs": {"pixel_values": TensorSpec("pixel_values", "float32", ("batch", 3, "height", "width"))},
-        "outputs": {"predicted_depth": TensorSpec("predicted_depth", "float32", ("batch", "height", "width"))},
-    }
-    for name in RUNTIME_MODEL_NAMES.values()
+    name: MODEL_IO[name] for name in RUNTIME_MODEL_NAMES.values()
 }
 
 #: ``pixel_values float32 [B, 3, h, w]`` → ``predicted_depth float32 [B, h, w]``
@@ -74,10 +70,16 @@ class DepthModel:
     processor: object  # transformers DPTImageProcessorPil / ZoeDepthImageProcessorPil
     predict: Predictor
     source: str  # folder or hub id it was loaded from
+    runtime: object = None  # the ModelRuntime behind ``predict`` when served from a repository
 
     @property
     def runtime_name(self) -> str:
         return RUNTIME_MODEL_NAMES[self.kind]
+
+    def close(self) -> None:
+        """Release the runtime's sessions or connections (a no-op for torch modules)."""
+        if self.runtime is not None:
+            self.runtime.close()
 
 
 # --------------------------------------------------------------------------------------------- loading
@@ -87,6 +89,15 @@ def load_depth_model(name_or_path: str, *, kind: DepthKind | None = None, field:
     ``kind`` is read from ``config.json``'s ``model_type``; pass it to insist on one (a mismatch is an
     ``InvalidArgument`` naming ``field``). A missing folder, or a hub id that cannot be fetched, is ``NotFound``.
     """
+    found, model = load_depth_module(name_or_path, kind=kind, field=field)
+    return DepthModel(
+        found, load_processor(name_or_path, found, field=field), torch_predictor(model), str(name_or_path)
+    )
+
+
+def load_depth_module(name_or_path: str, *, kind: DepthKind | None = None, field: str = "model"):
+    """``(kind, module)``: the transformers ``DPTForDepthEstimation`` / ``ZoeDepthForDepthEstimation`` in float32,
+    eval mode (what :func:`load_depth_model` wraps, and what ``ldm3d export-depth`` exports). Errors as there."""
     import torch
     from transformers import DPTForDepthEstimation, ZoeDepthForDepthEstimation
 
@@ -99,12 +110,56 @@ def load_depth_model(name_or_path: str, *, kind: DepthKind | None = None, field:
         )
     cls = DPTForDepthEstimation if found == "dpt" else ZoeDepthForDepthEstimation
     try:
-        model = cls.from_pretrained(name_or_path, dtype=torch.float32).eval()
+        return found, cls.from_pretrained(name_or_path, dtype=torch.float32).eval()
     except OSError as exc:
         raise NotFound(f"{field}={name_or_path!r}: cannot load the weights ({exc})", field=field) from None
-    return DepthModel(
-        found, load_processor(name_or_path, found, field=field), torch_predictor(model), str(name_or_path)
-    )
+
+
+def depth_kind(name_or_path: str, *, field: str = "model") -> DepthKind:
+    """``dpt`` or ``zoedepth`` from the checkpoint's ``config.json`` (no weights read); errors as
+    :func:`load_depth_model`'s."""
+    return _model_type(str(name_or_path), field)
+
+
+def load_depth_model_from_repository(
+    repository: str | Path,
+    model: str,
+    *,
+    runtime: str = "embedded",
+    version: int | None = None,
+    triton_url: str | None = None,
+    field: str = "repository",
+    **runtime_options,
+) -> DepthModel:
+    """A :class:`DepthModel` served from a model repository written by ``ldm3d export-depth``.
+
+    ``model`` is ``depth_estimator`` / ``depth_reference`` (or the kind, ``dpt`` / ``zoedepth``). The image processor
+    is rebuilt from the ``preprocessor_config.json`` stored in the version folder, and every model call goes through
+    ``runtime`` (``embedded``: ONNX Runtime in-process; ``triton``: a server at ``triton_url`` serving the same
+    repository) pinned to the resolved version, so the processor and the graph always belong together.
+    """
+    from ..repository import ModelRepository
+    from ..runtime import create_runtime
+
+    names = {**RUNTIME_MODEL_NAMES, **{v: v for v in RUNTIME_MODEL_NAMES.values()}}
+    if model not in names:
+        raise InvalidArgument(
+            f"model={model!r} is invalid: use {' or '.join(RUNTIME_MODEL_NAMES.values())}", field="model"
+        )
+    name = names[model]
+    kind: DepthKind = next(k for k, v in RUNTIME_MODEL_NAMES.items() if v == name)
+    repo = ModelRepository(repository)
+    if name not in repo.models():
+        raise NotFound(
+            f"{field}={str(repository)!r} has no {name!r} model (export one with `ldm3d export-depth --model "
+            f"{'Intel/dpt-large' if kind == 'dpt' else 'Intel/zoedepth-nyu'} --repository {repository}`)",
+            field=field,
+        )
+    resolved = repo.resolve(name, version)
+    folder = repo.version_dir(name, resolved)
+    processor = load_processor(str(folder), kind, field=field)
+    rt = create_runtime(runtime, repository=repository, triton_url=triton_url, **runtime_options)
+    return DepthModel(kind, processor, runtime_predictor(rt, name, resolved), str(folder), rt)
 
 
 def load_processor(name_or_path: str, kind: DepthKind, *, field: str = "model"):
@@ -360,9 +415,12 @@ __all__ = [
     "LDM3D_DPT_SIZE",
     "Predictor",
     "RUNTIME_MODEL_NAMES",
+    "depth_kind",
     "estimate_metric_depth",
     "estimate_relative_depth",
     "load_depth_model",
+    "load_depth_model_from_repository",
+    "load_depth_module",
     "load_processor",
     "make_tiny_dpt",
     "make_tiny_zoedepth",

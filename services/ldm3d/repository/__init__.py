@@ -8,9 +8,10 @@
 """
 
 from .config import ModelConfig, TensorConfig, read_config
+from .depth_export import export_depth_checkpoint
 from .export import ExportResult, export_checkpoint, export_models, spec_from_repository
 from .layout import ModelRepository, VersionInfo
 from .manifest import FileProblem
 
 __all__ = ["ExportResult", "FileProblem", "ModelConfig", "ModelRepository", "TensorConfig", "VersionInfo",
-           "export_checkpoint", "export_models", "read_config", "spec_from_repository"]
+           "export_checkpoint", "export_depth_checkpoint", "export_models", "read_config", "spec_from_repository"]

@@ -24,7 +24,8 @@ WIRE_DTYPES = {k: v.removeprefix("TYPE_") for k, v in TRITON_DTYPES.items()}
 
 # Per-model serving settings written into new configs. U-Net is called once per step by every request, so it is
 # the one that gains from Triton's dynamic batching; the others run once per request.
-MAX_BATCH_SIZE = {"text_encoder": 8, "unet": 8, "vae_decoder": 4, "vae_encoder": 4}
+MAX_BATCH_SIZE = {"text_encoder": 8, "unet": 8, "vae_decoder": 4, "vae_encoder": 4,
+                  "depth_estimator": 4, "depth_reference": 4}  # ZoeDepth: 2 per image (image + mirrored)
 DYNAMIC_BATCHING = {"unet": {"max_queue_delay_microseconds": 2000}}
 
 

@@ -43,6 +43,11 @@ DYNAMIC_AXES = {
                     "sample": {0: "batch", 2: "H", 3: "W"}},
     "vae_encoder": {"sample": {0: "batch", 2: "H", 3: "W"},
                     "latent_parameters": {0: "batch", 2: "h", 3: "w"}},
+    # depth models (ldm3d.repository.depth_export)
+    "depth_estimator": {"pixel_values": {0: "batch", 2: "height", 3: "width"},
+                        "predicted_depth": {0: "batch", 1: "height", 2: "width"}},
+    "depth_reference": {"pixel_values": {0: "batch", 2: "height", 3: "width"},
+                        "predicted_depth": {0: "batch", 1: "height", 2: "width"}},
 }
 
 # checkpoint files stored with each version, so that a repository alone rebuilds the PipelineSpec
@@ -244,14 +249,9 @@ def export_models(
     backend, TensorRT's ONNX parser included, reads.
     Raises ``InvalidArgument`` when the version exists, ``FailedPrecondition`` when a graph misses ``tolerance``.
     """
-    import onnxruntime as ort
-    import torch
-
     root = Path(repository)
     root.mkdir(parents=True, exist_ok=True)
     repo = ModelRepository(root)
-    precision = "fp16" if fp16 else "fp32"
-    tolerance = TOLERANCE[precision] if tolerance is None else float(tolerance)
     unknown = [m for m in models if m not in DIFFUSION_MODELS]
     if unknown:
         raise InvalidArgument(f"models={unknown} is invalid: use some of {', '.join(DIFFUSION_MODELS)}", field="models")
@@ -263,60 +263,101 @@ def export_models(
             raise InvalidArgument(f"version={version} is invalid: {root / model / str(version)} exists already (pick "
                                   f"another --version, or `ldm3d models remove` it first)", field="version")
     graphs = _graphs(modules)
+    source = {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules", "sha256": checkpoint_hash}
     results = []
     for model in models:
-        t0 = time.perf_counter()
-        model_dir = root / model
-        model_dir.mkdir(exist_ok=True)
-        staging = model_dir / f".staging-{version}"
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        try:
-            graph = graphs[model]().eval()
-            mult = _latent_multiple(model, modules)
-            trace_in = _sample_inputs(model, modules, 2, (2 * mult, 2 * mult), seed=0)
-            fused = fused_attention and model == "unet"
-            _export_onnx(graph, trace_in, model, staging / MODEL_FILE, opset, fp16, fused)
+        mult = _latent_multiple(model, modules)
+        fused = fused_attention and model == "unet"
+        results.append(publish_version(
+            repo, model, version, graphs[model]().eval(),
+            trace_inputs=_sample_inputs(model, modules, 2, (2 * mult, 2 * mult), seed=0),
             # parity at another batch size and a non-square size than traced
-            check_in = _sample_inputs(model, modules, 1, (4 * mult, 3 * mult), seed=1)
-            with torch.inference_mode():
-                ref = graph(*(torch.from_numpy(v) for v in check_in.values())).numpy()
-            opts = ort.SessionOptions()
-            sess = ort.InferenceSession(str(staging / MODEL_FILE), opts, providers=["CPUExecutionProvider"])
-            got = sess.run(None, check_in)[0]
-            del sess
-            err = _max_error(ref, got)
-            if not err <= tolerance:
-                raise FailedPrecondition(
-                    f"model {model!r} version {version}: the ONNX graph differs from torch by {err:.3g} (relative max "
-                    f"abs error), above the tolerance {tolerance:g}; nothing was published")
-            inputs, outputs = onnx_io(staging / MODEL_FILE)
-            _write_model_config(repo, model, version, inputs, outputs)
-            if checkpoint is not None:
-                _copy_assets(Path(checkpoint), model, staging)
-            write_manifest(staging, {
-                "model": model,
-                "version": version,
-                "format": "onnx",
-                "source": {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules",
-                           "sha256": checkpoint_hash},
-                "export": {"opset": opset, "precision": precision, "exporter": "torch.onnx (TorchScript, dynamo=False)"
-                           + (" + onnxruntime float16 conversion (fp32 inputs/outputs)" if fp16 else ""),
-                           "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES[model].items()},
-                           "external_data": (staging / EXTERNAL_DATA).is_file(),
-                           "attention": "com.microsoft.MultiHeadAttention" if fused else "standard ONNX ops",
-                           "torch": torch.__version__, "onnxruntime": ort.__version__},
-                "parity": {"max_error": err, "tolerance": tolerance, "metric": "max|onnx-torch| / max(1, max|torch|)",
-                           "inputs": {k: list(v.shape) for k, v in check_in.items()}},
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            })
-            staging.rename(model_dir / str(version))
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-        results.append(ExportResult(model, version, model_dir / str(version), err, time.perf_counter() - t0))
-        log.info("exported %s version %d (error %.2g) in %.1f s", model, version, err, results[-1].seconds)
+            check_inputs=_sample_inputs(model, modules, 1, (4 * mult, 3 * mult), seed=1),
+            source=source, fp16=fp16, opset=opset, tolerance=tolerance,
+            assets=(lambda staging, model=model: _copy_assets(Path(checkpoint), model, staging))
+            if checkpoint is not None else None,
+            fused_attention=fused,
+            export_extra={"attention": "com.microsoft.MultiHeadAttention" if fused else "standard ONNX ops"}))
     return results
+
+
+def publish_version(
+    repo: ModelRepository,
+    model: str,
+    version: int,
+    graph,
+    trace_inputs: dict[str, np.ndarray],
+    check_inputs: dict[str, np.ndarray],
+    *,
+    source: dict,
+    fp16: bool = False,
+    opset: int = OPSET,
+    tolerance: float | None = None,
+    assets=None,
+    fused_attention: bool = False,
+    export_extra: dict | None = None,
+    patch_export=None,
+) -> ExportResult:
+    """The one publishing path of every model: export ``graph`` (a torch module, float32 in and out, outputs named
+    by ``MODEL_IO[model]``, axes by ``DYNAMIC_AXES[model]``) traced on ``trace_inputs`` into ``<model>/.staging-N``,
+    compare ONNX Runtime with torch on ``check_inputs`` (another shape than traced), write config.pbtxt, the
+    ``assets(staging)`` files and the manifest, and only then rename the folder to ``<model>/<version>``.
+
+    ``patch_export`` is a context manager factory applied around the ONNX export only (the torch reference of the
+    parity check runs the unpatched module). Raises ``FailedPrecondition`` when the error is above ``tolerance``.
+    """
+    import contextlib
+
+    import onnxruntime as ort
+    import torch
+
+    t0 = time.perf_counter()
+    precision = "fp16" if fp16 else "fp32"
+    tolerance = TOLERANCE[precision] if tolerance is None else float(tolerance)
+    model_dir = repo.root / model
+    model_dir.mkdir(exist_ok=True)
+    staging = model_dir / f".staging-{version}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        with patch_export() if patch_export is not None else contextlib.nullcontext():
+            _export_onnx(graph, trace_inputs, model, staging / MODEL_FILE, opset, fp16, fused_attention)
+        with torch.inference_mode():
+            ref = graph(*(torch.from_numpy(v) for v in check_inputs.values())).numpy()
+        sess = ort.InferenceSession(str(staging / MODEL_FILE), ort.SessionOptions(), providers=["CPUExecutionProvider"])
+        got = sess.run(None, check_inputs)[0]
+        del sess
+        err = _max_error(ref, got)
+        if not err <= tolerance:
+            raise FailedPrecondition(
+                f"model {model!r} version {version}: the ONNX graph differs from torch by {err:.3g} (relative max "
+                f"abs error), above the tolerance {tolerance:g}; nothing was published")
+        inputs, outputs = onnx_io(staging / MODEL_FILE)
+        _write_model_config(repo, model, version, inputs, outputs)
+        if assets is not None:
+            assets(staging)
+        write_manifest(staging, {
+            "model": model,
+            "version": version,
+            "format": "onnx",
+            "source": source,
+            "export": {"opset": opset, "precision": precision, "exporter": "torch.onnx (TorchScript, dynamo=False)"
+                       + (" + onnxruntime float16 conversion (fp32 inputs/outputs)" if fp16 else ""),
+                       "dynamic_axes": {k: {str(a): n for a, n in v.items()} for k, v in DYNAMIC_AXES[model].items()},
+                       "external_data": (staging / EXTERNAL_DATA).is_file(),
+                       **(export_extra or {}),
+                       "torch": torch.__version__, "onnxruntime": ort.__version__},
+            "parity": {"max_error": err, "tolerance": tolerance, "metric": "max|onnx-torch| / max(1, max|torch|)",
+                       "inputs": {k: list(v.shape) for k, v in check_inputs.items()}},
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        })
+        staging.rename(model_dir / str(version))
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    result = ExportResult(model, version, model_dir / str(version), err, time.perf_counter() - t0)
+    log.info("exported %s version %d (error %.2g) in %.1f s", model, version, err, result.seconds)
+    return result
 
 
 def _write_model_config(repo: ModelRepository, model: str, version: int, inputs, outputs) -> None:

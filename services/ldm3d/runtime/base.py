@@ -60,9 +60,20 @@ MODEL_IO: dict[str, dict[str, dict[str, TensorSpec]]] = {
         # mean and log-variance of the diagonal Gaussian, concatenated on channels (diffusers' "moments")
         "outputs": {"latent_parameters": TensorSpec("latent_parameters", "float32", ("batch", "2L", "h", "w"))},
     },
+    # depth evaluation (ldm3d.evaluation.depth_models): DPT-Large (relative inverse depth) and ZoeDepth-N (metres);
+    # pixel_values as the checkpoint's image processor makes them, batch and spatial axes dynamic
+    "depth_estimator": {
+        "inputs": {"pixel_values": TensorSpec("pixel_values", "float32", ("batch", 3, "height", "width"))},
+        "outputs": {"predicted_depth": TensorSpec("predicted_depth", "float32", ("batch", "height", "width"))},
+    },
+    "depth_reference": {
+        "inputs": {"pixel_values": TensorSpec("pixel_values", "float32", ("batch", 3, "height", "width"))},
+        "outputs": {"predicted_depth": TensorSpec("predicted_depth", "float32", ("batch", "height", "width"))},
+    },
 }
 
 DIFFUSION_MODELS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
+DEPTH_MODELS = ("depth_estimator", "depth_reference")
 
 
 class ModelRuntime(abc.ABC):
