@@ -89,10 +89,11 @@ def _list(repo, models, args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'MODEL':<13} {'VERSION':>7}  {'STATE':<8} {'PRECISION':<9} CREATED")
+    w = max([13, *(len(r["model"]) for r in rows)])  # depth_estimator / depth_reference are 15 wide
+    print(f"{'MODEL':<{w}} {'VERSION':>7}  {'STATE':<8} {'PRECISION':<9} CREATED")
     for r in rows:
         state = "current" if r["current"] else "served" if r["served"] else "-" if r["version"] else "(none)"
-        print(f"{r['model']:<13} {r['version'] or '':>7}  {state:<8} {r['precision']:<9} {r['created']}")
+        print(f"{r['model']:<{w}} {r['version'] or '':>7}  {state:<8} {r['precision']:<9} {r['created']}")
     return 0
 
 
@@ -119,8 +120,9 @@ def _verify(repo, models, args) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     else:
+        w = max([13, *(len(r["model"]) for r in report)])
         for r in report:
-            print(f"{r['model']:<13} version {r['version']}: {'ok' if r['ok'] else 'FAILED'}")
+            print(f"{r['model']:<{w}} version {r['version']}: {'ok' if r['ok'] else 'FAILED'}")
             for p in r["problems"]:
                 print(f"    {repo.version_dir(r['model'], r['version']) / p['file']}: {p['detail']}")
     return 1 if bad else 0
