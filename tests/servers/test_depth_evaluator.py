@@ -184,3 +184,27 @@ def test_the_gateway_address_answers_depth_evaluation(tiny_model, tiny_depth, ev
     finally:
         gateway.stop()
         everything.stop()
+
+
+def test_depth_models_served_from_the_model_repository_match_the_checkpoints(tiny_depth, tmp_path):
+    """With --repository and no --depth-model/--reference-model, the evaluator runs the exported ONNX graphs through
+    the embedded runtime (the same interface as the diffusion models) and answers like the torch checkpoints."""
+    from ldm3d.repository import export_depth_checkpoint
+
+    repo = tmp_path / "repo"
+    export_depth_checkpoint(tiny_depth[0], repo)
+    export_depth_checkpoint(tiny_depth[1], repo)
+    s = ThreadServer(service="depth-evaluator", repository=str(repo))
+    try:
+        rgb = _rgb()
+        with StudioClient(s.target, timeout=60) as c:
+            served = c.estimate_depth(rgb)
+            reference = c.evaluate_depth(_pred(), rgb=rgb)
+        torch_depth = depth_models.estimate_relative_depth(depth_models.load_depth_model(str(tiny_depth[0])), rgb)
+        assert served.dtype == np.uint16 and served.shape == rgb.shape[:2]
+        assert np.abs(served.astype(int) - torch_depth.astype(int)).max() <= 1  # ONNX vs torch: within 1 LSB
+        expected = depth_models.reference_depth_metrics(_pred(), rgb, depth_models.load_depth_model(str(tiny_depth[1])))
+        assert reference.metrics.abs_rel == pytest.approx(expected.abs_rel, rel=1e-3)
+        assert healthy(s.target, SERVICE)
+    finally:
+        s.stop()

@@ -49,9 +49,29 @@ class ServedDepthModel:
 
 
 def load_depth_models(cfg: ServeConfig) -> tuple[ServedDepthModel | None, ServedDepthModel | None]:
-    """The configured estimator (DPT) and reference (ZoeDepth), loaded once; a bad path fails the server's start."""
-    return (_load(cfg.depth_model, "dpt", "--depth-model") if cfg.depth_model else None,
-            _load(cfg.reference_model, "zoedepth", "--reference-model") if cfg.reference_model else None)
+    """The configured estimator (DPT) and reference (ZoeDepth), loaded once; a bad path fails the server's start.
+
+    A checkpoint named by ``--depth-model`` / ``--reference-model`` runs with torch; otherwise, when ``--repository``
+    holds ``depth_estimator`` / ``depth_reference`` (``ldm3d export-depth``), they run through the same runtime as
+    the diffusion models (embedded ONNX Runtime or Triton)."""
+    return (_pick_source(cfg, cfg.depth_model, "dpt", "--depth-model"),
+            _pick_source(cfg, cfg.reference_model, "zoedepth", "--reference-model"))
+
+
+def _pick_source(cfg: ServeConfig, checkpoint: str | None, kind: str, flag: str) -> ServedDepthModel | None:
+    if checkpoint:
+        return _load(checkpoint, kind, flag)
+    if not cfg.repository:
+        return None
+    from ..evaluation.depth_models import RUNTIME_MODEL_NAMES, load_depth_model_from_repository
+    from ..repository import ModelRepository
+
+    repo, name = ModelRepository(cfg.repository), RUNTIME_MODEL_NAMES[kind]
+    if name not in repo.models():
+        return None
+    model = load_depth_model_from_repository(cfg.repository, name, runtime=cfg.runtime, triton_url=cfg.triton_url,
+                                             field="--repository")
+    return ServedDepthModel(name, Path(model.source).name, model)  # the version folder's number
 
 
 def _load(source: str, kind: str, flag: str) -> ServedDepthModel:
