@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..codec import current_umask
 from ..errors import FailedPrecondition
 from .spherical import inject_spherical
 
@@ -74,7 +75,7 @@ def write_mp4(
             Path(tmp).write_bytes(inject_spherical(data, spherical))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp made it 0600; the finished file gets the usual mode
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())  # mkstemp made it 0600; the finished file gets the usual mode
         os.replace(tmp, path)
     except BaseException:
         proc.kill()
@@ -83,11 +84,6 @@ def write_mp4(
         raise
     return path
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def probe(path: str | os.PathLike) -> dict:
