@@ -52,8 +52,12 @@ test: venv system-deps triton
 test-all: venv system-deps triton
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# the quick set; the SD-size runs are in each script's --help (minutes each on 2 cores)
 bench: venv system-deps
 	$(BIN)/python bench/generate.py
+	$(BIN)/python bench/runtime.py --preset tiny
+	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/render.py
 
 protos: venv
 	$(BIN)/python scripts/gen_protos.py

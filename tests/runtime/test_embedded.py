@@ -166,3 +166,16 @@ def test_pipeline_from_repository_matches_torch(exported_repository, tiny_model)
     assert got.metadata["model"]["versions"] == {m: 1 for m in ("text_encoder", "unet", "vae_decoder", "vae_encoder")}
     np.testing.assert_allclose(got.decoded, want.decoded, atol=1e-3)
     assert [np.abs(a.astype(int) - b).max() <= 1 for a, b in zip(got.rgb, want.rgb)] == [True]
+
+
+def test_batches_over_the_configs_max_batch_size_are_split(exported_repository, tiny_model):
+    """6 images with guidance are 12 U-Net samples a step; config.pbtxt allows 8 (Triton refuses more), so the
+    sampler sends 8 + 4 and the images still match torch's single batch."""
+    from ldm3d.pipeline import GenerateParams, LDM3DPipeline
+
+    params = GenerateParams("a red barn", steps=2, seed=1, num_images=6, scheduler="ddim")
+    pipe = LDM3DPipeline.from_repository(exported_repository)
+    assert pipe.runtime.metadata("unet").extra["max_batch_size"] == 8
+    got, want = pipe(params), LDM3DPipeline.from_checkpoint(tiny_model)(params)
+    assert len(got.rgb) == 6
+    np.testing.assert_allclose(got.decoded, want.decoded, atol=1e-3)

@@ -24,6 +24,28 @@ OnStep = Callable[[int, int, float], None]  # (step done, total steps, seconds s
 class Sampler:
     def __init__(self, runtime: ModelRuntime, spec: PipelineSpec):
         self.runtime, self.spec = runtime, spec
+        self._max_batch: int | None = None
+
+    def _unet(self, sample: np.ndarray, t: float, embeds: np.ndarray, version) -> np.ndarray:
+        """One U-Net evaluation, split into chunks of the model's ``max_batch_size`` (a Triton config limit: 8 for
+        our U-Net, i.e. 4 images with guidance); unlimited runtimes (torch) take the whole batch at once."""
+        if self._max_batch is None:
+            extra = self.runtime.metadata("unet", version).extra or {}
+            self._max_batch = int(extra.get("max_batch_size") or 0) or sample.shape[0]
+        step = self._max_batch
+        outs = [
+            self.runtime.infer(
+                "unet",
+                {
+                    "sample": sample[i : i + step],
+                    "timestep": np.full((min(step, sample.shape[0] - i),), t, dtype=np.float32),
+                    "encoder_hidden_states": embeds[i : i + step],
+                },
+                version=version,
+            )["out_sample"]
+            for i in range(0, sample.shape[0], step)
+        ]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def sample(
         self,
@@ -84,16 +106,7 @@ class Sampler:
                 raise Cancelled(f"generation cancelled after {i} of {total} steps")
             model_in = torch.cat([latents] * 2) if cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)
-            out = self.runtime.infer(
-                "unet",
-                {
-                    "sample": model_in.numpy(),
-                    "timestep": np.full((model_in.shape[0],), float(t), dtype=np.float32),
-                    "encoder_hidden_states": embeds_np,
-                },
-                version=unet_version,
-            )
-            noise_pred = torch.from_numpy(out["out_sample"])
+            noise_pred = torch.from_numpy(self._unet(model_in.numpy(), float(t), embeds_np, unet_version))
             if cfg:
                 noise_uncond, noise_text = noise_pred.chunk(2)
                 noise_pred = noise_uncond + p.guidance_scale * (noise_text - noise_uncond)
