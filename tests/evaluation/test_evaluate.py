@@ -153,6 +153,22 @@ def test_cli_markdown_resumes_and_reports_missing_inception(runs, work, tiny_mod
     assert report_markdown(report) == out
 
 
+def test_cli_tiny_random_features_fill_every_row_and_say_so(runs, work, tiny_model, tmp_path, capsys):
+    """--image-features tiny-random: the offline way to see a complete report; each number names its network."""
+    refs = tmp_path / "refs"
+    for i in range(2):
+        codec.write_png(refs / f"{i}.png", np.random.default_rng(i).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    args = [
+        "evaluate", "--model", str(tiny_model), "--captions", str(work / "captions.txt"), "--limit", "2",
+        "--height", "64", "--width", "64", "--steps", "2", "--metrics", "fid,is", "--reference-images", str(refs),
+        "--image-features", "tiny-random", "--no-progress", "--out", str(tmp_path / "report.json"),
+    ]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["rows"]["fid"] is not None and report["rows"]["is"] is not None
+    assert "not comparable to published numbers" in report["settings"]["feature_extractors"]["fid"]
+
+
 def test_read_captions(tmp_path, work):
     c = read_captions(work / "captions.txt", limit=3)
     assert c.texts == CAPTIONS[:3] and c.total == 4 and c.format == "text"

@@ -55,6 +55,10 @@ def register(subparsers) -> None:
     s.add_argument("--rfid-depth-model", default="Intel/dpt-large", metavar="DIR_OR_ID",
                    help="DPT giving the reference photos their depth for the autoencoder's rFID")  # fmt: skip
     s.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (fewer when under 2 images each)")
+    s.add_argument("--image-features", choices=("inception", "tiny-random"), default="inception",
+                   help="FID/IS/rFID feature network: the standard InceptionV3 (needs torch-fidelity + torchvision), "
+                        "or a seeded tiny random conv net to try the pipeline offline (numbers labelled "
+                        "'not comparable to published numbers' in the report)")
     o = p.add_argument_group("output")
     o.add_argument("--out", required=True, type=Path, metavar="REPORT.json", help="the report (JSON)")
     o.add_argument("--markdown", action="store_true", help="print the rows as a table beside the paper's row")
@@ -83,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
         depth_samples=args.depth_samples, depth_seed=args.depth_seed, reference_images=args.reference_images,
         rfid_depth_model=args.rfid_depth_model, is_splits=args.is_splits, progress=not args.no_progress,
     )  # fmt: skip
-    report = run_evaluation(config)
+    features = None
+    if args.image_features == "tiny-random":
+        from ..evaluation.image_metrics import tiny_feature_extractor
+
+        features = tiny_feature_extractor()
+    report = run_evaluation(config, fid_features=features, is_features=features)
     if args.markdown:
         print(report_markdown(report), end="")
     else:
