@@ -70,7 +70,11 @@ class RemoteStages:
 
     def __init__(self, targets: dict[str, str | None], local: LocalStages | None, options: list[tuple[str, int]]):
         self.targets, self.local = targets, local
-        self._channels = {k: grpc.aio.insecure_channel(t, options=options) for k, t in targets.items() if t}
+        # round_robin over every address a name resolves to: behind a headless Kubernetes Service, replicas added
+        # by an autoscaler get calls from existing gateways too (pick_first would pin each gateway to one pod).
+        # The stages are stateless per call, so any replica may serve any call.
+        balanced = [*options, ("grpc.lb_policy_name", "round_robin")]
+        self._channels = {k: grpc.aio.insecure_channel(t, options=balanced) for k, t in targets.items() if t}
         ch = self._channels
         self.text = text_encoder_pb2_grpc.TextEncoderStub(ch["text"]) if "text" in ch else None
         self.sampler = sampler_pb2_grpc.DiffusionSamplerStub(ch["sampler"]) if "sampler" in ch else None
