@@ -34,3 +34,23 @@ def tiny_pipeline(tiny_model):
     from ldm3d.pipeline import LDM3DPipeline
 
     return LDM3DPipeline.from_checkpoint(tiny_model)
+
+
+@pytest.fixture(scope="session")
+def exported_repository(tiny_model, tmp_path_factory) -> Path:
+    """The tiny checkpoint exported once per session into a model repository (~5 s). Read-only: see ``repository``."""
+    from ldm3d.repository import export_checkpoint
+
+    root = tmp_path_factory.mktemp("repo") / "model_repository"
+    export_checkpoint(tiny_model, root)
+    return root
+
+
+@pytest.fixture
+def repository(exported_repository, tmp_path) -> Path:
+    """A private copy that a test may corrupt, promote or prune."""
+    import shutil
+
+    dest = tmp_path / "model_repository"
+    shutil.copytree(exported_repository, dest)
+    return dest

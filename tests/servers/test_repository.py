@@ -12,34 +12,25 @@ from ldm3d.errors import NotFound
 from ldm3d.pipeline import GenerateParams, LDM3DPipeline
 
 
-@pytest.fixture(scope="module")
-def repository(tiny_model, tmp_path_factory):
-    from ldm3d.repository import export_checkpoint
-
-    root = tmp_path_factory.mktemp("served") / "model_repository"
-    export_checkpoint(tiny_model, root)
-    return root
-
-
-def test_a_corrupted_repository_fails_the_start_not_a_request(repository, tmp_path):
+def test_a_corrupted_repository_fails_the_start_not_a_request(exported_repository, tmp_path):
     import shutil
 
     from ldm3d.errors import FailedPrecondition
 
     broken = tmp_path / "broken"
-    shutil.copytree(repository, broken)
+    shutil.copytree(exported_repository, broken)
     onnx = broken / "unet" / "1" / "model.onnx"
     onnx.write_bytes(onnx.read_bytes()[:-100])
     with pytest.raises(FailedPrecondition, match="unet"):
         ThreadServer(service="sampler", repository=str(broken), runtime="embedded")
 
 
-def test_repository_platform_equals_in_process(repository):
-    server = ThreadServer(service="all", repository=str(repository), runtime="embedded")
+def test_repository_platform_equals_in_process(exported_repository):
+    server = ThreadServer(service="all", repository=str(exported_repository), runtime="embedded")
     try:
         p = GenerateParams(prompt="a cabin in the woods", steps=3, seed=9)
         remote = client.generate(server.target, p, timeout=60, version="1")
-        local = LDM3DPipeline.from_repository(repository)(p)
+        local = LDM3DPipeline.from_repository(exported_repository)(p)
         assert np.array_equal(remote.rgb[0], local.rgb[0]) and np.array_equal(remote.depth[0], local.depth[0])
         assert remote.metadata["model"]["runtime"] == "embedded" and remote.metadata["model"]["version"] == "1"
         with client.StudioClient(server.target, timeout=10) as c:
