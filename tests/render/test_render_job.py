@@ -185,3 +185,19 @@ def test_epipolar_renderer_through_the_job(pano_files):
     spec.renderer = "rasterise"
     with pytest.raises(InvalidArgument, match="renderer"):
         render_job(spec)
+
+
+@needs_ffmpeg
+def test_360_video_of_a_cap_rounds_its_default_eye_size_to_even(tmp_path):
+    """A 64x64 (non-2:1) image maps onto a cap whose panorama is 202x101: H.264 needs even sizes, so the default
+    360 video eye becomes 200x100 (found by running the README's --video360 line on the demo's output)."""
+    rng = np.random.default_rng(0)
+    spec = RenderSpec(rgb=rng.integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                      depth=rng.integers(0, 65536, (64, 64), dtype=np.uint16),
+                      path="dolly", seconds=0.5, fps=4, size=(64, 48), video360=True)
+    result = render_job(spec, out_dir=tmp_path)
+    assert [a.name for a in result.artifacts] == ["dolly.mp4", "dolly_360.mp4"]
+    from ldm3d.render.video import probe
+
+    info = probe(tmp_path / "dolly_360.mp4")
+    assert (info["width"], info["height"]) == (200, 200)  # two 200x100 eyes, top-bottom

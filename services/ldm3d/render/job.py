@@ -236,6 +236,10 @@ def render_job(
     check_spec(spec, limits)
     pano = panorama_for(spec)
     eye = spec.eye_size or (pano.width, pano.height)
+    if spec.video360 and spec.eye_size is None and eye[1] % 2:
+        # the default follows the panorama, whose height can be odd (a cap's 202x101); H.264 yuv420p needs even
+        # sizes, so round the default down to the nearest even 2:1 size (an explicit --eye-size is never changed)
+        eye = (2 * (eye[1] - 1), eye[1] - 1)
     _check_size("eye_size", eye, limits.max_eye_pixels)
     frames = n_frames(spec) if spec.path is not None else 0
     if spec.video360:
