@@ -41,3 +41,33 @@ def test_repository_platform_equals_in_process(exported_repository):
         assert err.value.field == "version" and "'1'" in str(err.value)
     finally:
         server.stop()
+
+
+def test_intra_op_threads_reach_the_embedded_sessions(exported_repository):
+    """--intra-op-threads (LDM3D_INTRA_OP_THREADS): a container sets ONNX Runtime's pool to its CPU limit, not the
+    node's core count."""
+    from ldm3d.servers.config import ServeConfig
+
+    cfg = ServeConfig(repository=str(exported_repository), runtime="embedded", intra_op_threads=1)
+    assert cfg.runtime_options == {"intra_op_threads": 1}
+    assert ServeConfig(repository="r", runtime="triton", triton_url="h:1", intra_op_threads=1).runtime_options == {}
+    pipe = LDM3DPipeline.from_repository(exported_repository, **cfg.runtime_options)
+    pipe.runtime.infer("unet", {"sample": np.zeros((2, 4, 8, 8), np.float32), "timestep": np.ones(2, np.float32),
+                                "encoder_hidden_states": np.zeros((2, 77, 32), np.float32)})
+    sessions = [s for s in vars(pipe.runtime).values() if isinstance(s, dict)]
+    opts = [sess.get_session_options() for d in sessions for sess in _sessions(d)]
+    assert opts and all(o.intra_op_num_threads == 1 for o in opts)
+
+
+def _sessions(obj):
+    import onnxruntime as ort
+
+    if isinstance(obj, ort.InferenceSession):
+        yield obj
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _sessions(v)
+    elif hasattr(obj, "__dict__"):
+        for v in vars(obj).values():
+            if isinstance(v, (ort.InferenceSession, dict)):
+                yield from _sessions(v)

@@ -94,6 +94,9 @@ OPTIONS: dict[str, _Opt] = {
                         "sampling jobs run at once (each uses every CPU core or the GPU)"),
     "max_queued": _Opt("--max-queued", "LDM3D_MAX_QUEUED", _non_negative_int, 32,
                        "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint"),
+    "intra_op_threads": _Opt("--intra-op-threads", "LDM3D_INTRA_OP_THREADS", _positive_int, None,
+                             "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else "
+                             "one per core of the node; in a container set it to the CPU limit)"),
     "text_cache_size": _Opt("--text-cache-size", "LDM3D_TEXT_CACHE_SIZE", _non_negative_int, 256,
                             "prompts kept in the text encoder's LRU cache"),
     "text_encoder_url": _Opt("--text-encoder-url", "LDM3D_TEXT_ENCODER_URL", _target, None,
@@ -155,6 +158,7 @@ class ServeConfig:
     grace_s: float = 30.0
     max_running: int = 1
     max_queued: int = 32
+    intra_op_threads: int | None = None
     text_cache_size: int = 256
     text_encoder_url: str | None = None
     sampler_url: str | None = None
@@ -194,6 +198,13 @@ class ServeConfig:
                 if getattr(self, name):
                     raise InvalidArgument(f"{OPTIONS[name].flag} is a gateway option: use it with `ldm3d serve "
                                           "gateway` or `ldm3d serve all`", field=OPTIONS[name].flag)
+
+    @property
+    def runtime_options(self) -> dict:
+        """Keyword options for the model runtime (only the embedded one takes thread settings)."""
+        if self.runtime == "embedded" and self.intra_op_threads is not None:
+            return {"intra_op_threads": self.intra_op_threads}
+        return {}
 
     @property
     def max_message_bytes(self) -> int:

@@ -70,7 +70,7 @@ def _pick_source(cfg: ServeConfig, checkpoint: str | None, kind: str, flag: str)
     if name not in repo.models():
         return None
     model = load_depth_model_from_repository(cfg.repository, name, runtime=cfg.runtime, triton_url=cfg.triton_url,
-                                             field="--repository")
+                                             field="--repository", **cfg.runtime_options)
     return ServedDepthModel(name, Path(model.source).name, model)  # the version folder's number
 
 

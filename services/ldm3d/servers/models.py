@@ -99,7 +99,7 @@ class ModelRegistry:
         else:
             if self.load_weights:
                 pipe = LDM3DPipeline.from_repository(cfg.repository, runtime=cfg.runtime, triton_url=cfg.triton_url,
-                                                     version=version)
+                                                     version=version, **cfg.runtime_options)
                 spec = pipe.spec
                 # load (and, embedded, sha256-verify) every model now: a corrupted file fails the start or the
                 # version's first request, never a generation half-way
