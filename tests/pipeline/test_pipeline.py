@@ -95,3 +95,22 @@ def test_bad_parameters_name_their_field(tiny_pipeline, kwargs, field):
     with pytest.raises(InvalidArgument) as err:
         tiny_pipeline(params)
     assert err.value.field == field and field in str(err.value)
+
+
+def test_a_larger_batch_after_a_smaller_one_is_not_split_on_torch(tiny_pipeline):
+    """The torch runtime has no batch limit: the U-Net sees the whole [uncond, cond] batch whatever came before."""
+    tiny_pipeline(GenerateParams(prompt="x", steps=1, seed=0, num_images=1))
+    seen = []
+    infer = tiny_pipeline.runtime.infer
+
+    def spy(model, inputs, version=None):
+        if model == "unet":
+            seen.append(inputs["sample"].shape[0])
+        return infer(model, inputs, version)
+
+    tiny_pipeline.runtime.infer = spy
+    try:
+        tiny_pipeline(GenerateParams(prompt="x", steps=1, seed=0, num_images=3, scheduler="ddim"))
+    finally:
+        del tiny_pipeline.runtime.infer
+    assert seen == [6]

@@ -29,10 +29,10 @@ class Sampler:
     def _unet(self, sample: np.ndarray, t: float, embeds: np.ndarray, version) -> np.ndarray:
         """One U-Net evaluation, split into chunks of the model's ``max_batch_size`` (a Triton config limit: 8 for
         our U-Net, i.e. 4 images with guidance); unlimited runtimes (torch) take the whole batch at once."""
-        if self._max_batch is None:
+        if self._max_batch is None:  # 0 = no limit
             extra = self.runtime.metadata("unet", version).extra or {}
-            self._max_batch = int(extra.get("max_batch_size") or 0) or sample.shape[0]
-        step = self._max_batch
+            self._max_batch = int(extra.get("max_batch_size") or 0)
+        step = self._max_batch or sample.shape[0]
         outs = [
             self.runtime.infer(
                 "unet",
