@@ -8,6 +8,6 @@
 Command line: ``ldm3d depth`` and ``ldm3d depth-metrics`` (see docs/evaluation.md).
 """
 
-from .depth_metrics import DepthMetrics, depth_metrics, fit_scale_shift, mean_metrics, valid_mask
+from .depth_metrics import DepthMetrics, aligned_depth, depth_metrics, fit_scale_shift, mean_metrics, valid_mask
 
-__all__ = ["DepthMetrics", "depth_metrics", "fit_scale_shift", "mean_metrics", "valid_mask"]
+__all__ = ["DepthMetrics", "aligned_depth", "depth_metrics", "fit_scale_shift", "mean_metrics", "valid_mask"]

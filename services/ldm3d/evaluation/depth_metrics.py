@@ -198,3 +198,16 @@ def _any_valid_pred(pred: np.ndarray) -> bool:
     p = np.asarray(pred, dtype=np.float64)
     with np.errstate(invalid="ignore"):
         return bool(np.any(np.isfinite(p) & (p >= 0)))
+
+
+def aligned_depth(pred: np.ndarray, reference: np.ndarray, m: DepthMetrics) -> np.ndarray:
+    """The prediction in the reference's metres, ``1 / (scale·pred + shift)``, where the metrics measured it
+    (valid in both maps, positive aligned disparity); 0 elsewhere, never NaN or inf. float32 [H, W].
+    """
+    disp = m.scale * np.asarray(pred, dtype=np.float64) + m.shift
+    keep = valid_mask(pred, reference) & (disp > 0)
+    out = np.zeros(np.shape(pred), dtype=np.float32)
+    with np.errstate(over="ignore"):
+        vals = (1.0 / disp[keep]).astype(np.float32)
+    out[keep] = np.where(np.isfinite(vals), vals, 0.0)
+    return out

@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from ..errors import FailedPrecondition, NotFound, Unavailable
-from . import pbtxt
 from .config import write_config
 from .layout import CONFIG, ModelRepository
 from .manifest import verify_or_raise

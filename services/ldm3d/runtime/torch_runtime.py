@@ -6,7 +6,6 @@ fp16 text encoder in fp16 and the CPU pipeline would fail on a dtype mismatch.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -61,7 +60,6 @@ class TorchRuntime(ModelRuntime):
     def __init__(self, modules: Mapping):
         """``modules``: ``text_encoder`` (CLIPTextModel), ``unet`` (UNet2DConditionModel), ``vae`` (AutoencoderKL)."""
         self._m = dict(modules)
-        self._lock = threading.Lock()  # guards nothing on the hot path; only metadata building
         self._calls = {
             "text_encoder": self._text_encoder,
             "unet": self._unet,

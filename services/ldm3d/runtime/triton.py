@@ -189,8 +189,8 @@ class TritonRuntime(ModelRuntime):
             err = map_error(exc, self.url, model)
             if isinstance(err, Unavailable):
                 raise err from None
-            raise FailedPrecondition(f"model {model!r}: Triton could not load it: {getattr(exc, 'message', lambda: exc)()}"
-                                     ) from None
+            detail = exc.message() if hasattr(exc, "message") else str(exc)  # tritonclient errors carry message()
+            raise FailedPrecondition(f"model {model!r}: Triton could not load it: {detail}") from None
         finally:
             self._configs.pop(model, None)
             self._meta = {k: v for k, v in self._meta.items() if k[0] != model}

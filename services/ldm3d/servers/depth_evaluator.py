@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FailedPrecondition, InvalidArgument, LDM3DError, NotFound, invalid
-from ..evaluation import DepthMetrics, depth_metrics, valid_mask
+from ..evaluation import DepthMetrics, aligned_depth, depth_metrics
 from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED
 from ..v1 import common_pb2, depth_pb2_grpc
 from ..v1 import depth_pb2 as pb
@@ -149,21 +149,6 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
     def _in_thread(self, fn, *args, **kwargs) -> asyncio.Future:
         ctx = contextvars.copy_context()  # the request id reaches log lines from the worker
         return asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(ctx.run, fn, *args, **kwargs))
-
-
-def aligned_depth(pred: np.ndarray, reference: np.ndarray, m: DepthMetrics) -> np.ndarray:
-    """The prediction in the reference's metres, ``1 / (scale·pred + shift)``, where the metrics measured it
-    (valid in both maps, positive aligned disparity); 0 elsewhere, never NaN or inf. float32 [H, W].
-
-    (Belongs in :mod:`ldm3d.evaluation.depth_metrics`; kept here until the library offers it.)
-    """
-    disp = m.scale * np.asarray(pred, dtype=np.float64) + m.shift
-    keep = valid_mask(pred, reference) & (disp > 0)
-    out = np.zeros(np.shape(pred), dtype=np.float32)
-    with np.errstate(over="ignore"):
-        vals = (1.0 / disp[keep]).astype(np.float32)
-    out[keep] = np.where(np.isfinite(vals), vals, 0.0)
-    return out
 
 
 def _pick(served: ServedDepthModel | None, model: str, version: str, model_field: str, version_field: str,

@@ -55,16 +55,20 @@ _DONE = (pb.OPERATION_STATE_SUCCEEDED, pb.OPERATION_STATE_FAILED, pb.OPERATION_S
 
 
 class Operations:
+    #: operation names are ``<prefix><request id>``; subclasses set their own prefix and metadata type
+    prefix = PREFIX
+    op_class = _Op
+
     def __init__(self, max_operations: int):
         self.max_operations = max_operations
         self._ops: OrderedDict[str, _Op] = OrderedDict()
 
     def start(self, request_id: str, events: AsyncIterator) -> operations_pb2.Operation:
         self._evict()
-        name = PREFIX + (request_id or uuid.uuid4().hex)
+        name = self.prefix + (request_id or uuid.uuid4().hex)
         if name in self._ops:
             name = f"{name}-{uuid.uuid4().hex[:8]}"
-        op = self._ops[name] = _Op(name, request_id)
+        op = self._ops[name] = self.op_class(name, request_id)
         op.task = asyncio.get_running_loop().create_task(self._drive(op, events))
         return op.to_proto()
 

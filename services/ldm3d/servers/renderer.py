@@ -77,14 +77,8 @@ class _RenderOp(operations._Op):
 class RenderOperations(operations.Operations):
     """The Studio's operations store, naming render jobs ``renders/<request id>``."""
 
-    def start(self, request_id: str, events) -> operations_pb2.Operation:
-        self._evict()
-        name = PREFIX + (request_id or uuid.uuid4().hex)
-        if name in self._ops:
-            name = f"{name}-{uuid.uuid4().hex[:8]}"
-        op = self._ops[name] = _RenderOp(name, request_id)
-        op.task = asyncio.get_running_loop().create_task(self._drive(op, events))
-        return op.to_proto()
+    prefix = PREFIX
+    op_class = _RenderOp
 
 
 class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
