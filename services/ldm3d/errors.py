@@ -77,6 +77,18 @@ class Internal(LDM3DError):
     grpc_code = "INTERNAL"
 
 
+MAX_SHOWN_CHARS = 80
+
+
+def shown(value, limit: int = MAX_SHOWN_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters (a client's 1 MB string is not echoed)."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, (str, bytes)) else f"{len(text)} characters as text"
+    return f"{text[:limit]}… ({size})"
+
+
 def invalid(field: str, value, expected: str) -> InvalidArgument:
-    """Build the standard ``InvalidArgument``: ``<field>=<value> is invalid: <expected>``."""
-    return InvalidArgument(f"{field}={value!r} is invalid: {expected}", field=field)
+    """Build the standard ``InvalidArgument``: ``<field>=<value> is invalid: <expected>`` (the value shortened)."""
+    return InvalidArgument(f"{field}={shown(value)} is invalid: {expected}", field=field)

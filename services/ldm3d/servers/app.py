@@ -5,9 +5,16 @@
     cfg = ServeConfig(service="all", checkpoint="demo/tiny", port=0, metrics_port=None)
     server = Server(cfg); port = await server.start(); ...; await server.stop()
 
-Every server has standard health checking (``grpc.health.v1``: "" and each service name) and reflection, the one
-interceptor, deliberate message size limits, and a graceful stop: health turns NOT_SERVING, new calls are refused,
-in-flight calls get ``grace_s`` to finish, then whatever is left is cancelled (sampling stops within one step).
+Every server has standard health checking (``grpc.health.v1``: "" and each service name; see :mod:`.health`:
+SERVING only once the models are warm, and on a gateway only while the services it forwards to are SERVING),
+reflection (unless ``--no-reflection``), the one interceptor, deliberate message size limits, and a graceful stop:
+health turns NOT_SERVING, new calls are refused, in-flight calls get ``grace_s`` to finish, then whatever is left is
+cancelled (sampling stops within one step).
+
+The locks (:mod:`.security`, docs/security.md): ``--tls-cert/--tls-key`` (``--tls-client-ca`` for mutual TLS),
+``--api-keys`` (every call but health needs a key), ``--health-port`` (plain-text health only, for probes that
+cannot speak TLS), and the gateway's own credentials towards its downstream services (``--downstream-tls-*``,
+``--downstream-api-key-file``).
 
 The gateway's address answers every public service: besides the Studio it serves DepthEvaluator and
 PanoramaRenderer, in-process or forwarded to ``--depth-evaluator-url`` / ``--renderer-url`` (like the three stages).
@@ -18,9 +25,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..v1 import (autoencoder_pb2, autoencoder_pb2_grpc, depth_pb2, depth_pb2_grpc, renderer_pb2,
@@ -31,13 +39,15 @@ from .admission import Admission
 from .autoencoder import RGBDAutoencoderServicer
 from .config import ServeConfig
 from .depth_evaluator import DepthEvaluatorServicer, load_depth_models
-from .downstream import LocalStages, RemoteStages
+from .downstream import Link, LocalStages, RemoteStages
+from .health import NOT_SERVING, SERVING, DownstreamMonitor, HealthServicer
 from .interceptor import ServerInterceptor
 from .logs import REQUEST_ID_KEY, request_id
 from .models import ModelRegistry
 from .renderer import PanoramaRendererServicer
 from .sampler import DiffusionSamplerServicer
-from .stages import Stages
+from .security import ApiKeys, server_credentials
+from .stages import Stages, warm_up
 from .studio import StudioServicer
 from .status import from_rpc_error
 from .text_encoder import TextEncoderServicer
@@ -72,9 +82,12 @@ class Server:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.registry: ModelRegistry | None = None
+        self.health_port: int | None = None
         self._server: grpc.aio.Server | None = None
-        self._health = health.aio.HealthServicer()
+        self._health_server: grpc.aio.Server | None = None
+        self._health = HealthServicer()
         self._cleanup = []
+        self._link: Link | None = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -85,18 +98,22 @@ class Server:
         return (self.cfg.service,)
 
     async def start(self) -> int:
-        """Load the model, bind, start serving; returns the bound port."""
+        """Load the model, bind, warm up, report SERVING; returns the bound port."""
         cfg = self.cfg
         services = self.services
         needs_weights = any(s in STAGE_SERVICES for s in services) or (
             "gateway" in services and not all(cfg.remote.values()))
+        # credentials first: a missing certificate or key file fails the start before minutes of model loading
+        api_keys = ApiKeys(cfg.api_keys) if cfg.api_keys else None
+        creds = server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca) if cfg.tls_cert else None
+        self._link = Link.from_config(cfg)
         if any(s in STAGE_SERVICES or s == "gateway" for s in services):
             # loading weights takes seconds to minutes: keep the event loop (and signals) responsive meanwhile
             self.registry = await asyncio.to_thread(ModelRegistry, cfg, needs_weights)
         depth_models = (None, None)
         if "depth-evaluator" in services and not self._forwarded("depth-evaluator"):
             depth_models = await asyncio.to_thread(load_depth_models, cfg)
-        server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
+        server = grpc.aio.server(interceptors=[ServerInterceptor(api_keys)], options=grpc_options(cfg))
         stages = Stages(Admission(cfg.max_running, cfg.max_queued)) if needs_weights else None
         if stages is not None:
             self._cleanup.append(stages.close)
@@ -116,19 +133,70 @@ class Server:
             add[s]()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [n for s in services for n in NAMES[s]]
-        reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        self.port = server.add_insecure_port(f"{cfg.host}:{cfg.port}")
+        if not cfg.no_reflection:
+            reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        address = f"{cfg.host}:{cfg.port}"
+        self.port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
         if self.port == 0:
-            raise OSError(f"cannot listen on {cfg.host}:{cfg.port} (in use?): choose another --port")
+            raise OSError(f"cannot listen on {address} (in use?): choose another --port")
+        if cfg.health_port is not None:
+            self._health_server = grpc.aio.server(options=grpc_options(cfg))
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{cfg.host}:{cfg.health_port}")
+            if self.health_port == 0:
+                raise OSError(f"cannot listen on {cfg.host}:{cfg.health_port} (in use?): choose another "
+                              "--health-port")
+        for n in names:  # probes get an answer at once, and it is the truth: not yet
+            await self._health.set(n, NOT_SERVING)
         await server.start()
         self._server = server
-        for n in ("", *names):
-            await self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
+        if self._health_server is not None:
+            await self._health_server.start()
+        if needs_weights and not cfg.no_warmup:
+            t0 = time.perf_counter()
+            parts = {s for s in services if s in STAGE_SERVICES}
+            if "gateway" in services:
+                parts |= {s for s, key in zip(STAGE_SERVICES, ("text", "sampler", "autoencoder"))
+                          if not cfg.remote[key]}
+            await asyncio.to_thread(warm_up, self.registry.default().require_pipeline(), parts)
+            log.info("warm: %s in %.1f s", ", ".join(sorted(parts)), time.perf_counter() - t0)
+        await self._health.set("", SERVING)
+        forwarded = self._forwarded_needs(services)
+        for n in names:
+            if n not in forwarded:
+                await self._health.set(n, SERVING)
+        if forwarded:
+            targets = {t for deps in forwarded.values() for t, _ in deps}
+            channels = {t: self._link.channel(t, grpc_options(cfg)) for t in targets}
+            monitor = DownstreamMonitor(self._health, channels, forwarded)
+            await monitor.start()
+
+            async def stop_monitor():
+                await monitor.stop()
+                for ch in channels.values():
+                    await ch.close()
+
+            self._cleanup.append(stop_monitor)
         if cfg.metrics_port is not None:
             self.metrics_port = metrics.serve(cfg.metrics_port, cfg.host)
-        log.info("serving %s on %s:%d (metrics: %s)", ", ".join(services), cfg.host, self.port,
-                 self.metrics_port or "off")
+        log.info("serving %s on %s:%d%s (metrics: %s%s)", ", ".join(services), cfg.host, self.port,
+                 " with TLS" if creds else "", self.metrics_port or "off",
+                 f", health: {self.health_port}" if self.health_port else "")
         return self.port
+
+    def _forwarded_needs(self, services) -> dict[str, list[tuple[str, str]]]:
+        """Our service name → the (target, service name) it needs SERVING, for services this gateway forwards."""
+        if self.cfg.service not in ("gateway", "all"):
+            return {}
+        needs: dict[str, list[tuple[str, str]]] = {}
+        stage_deps = [(t, NAMES[s][0]) for s, key in zip(STAGE_SERVICES, ("text", "sampler", "autoencoder"))
+                      if (t := self.cfg.remote[key])]
+        if stage_deps:
+            needs[NAMES["gateway"][0]] = stage_deps
+        for s in GATEWAY_EXTRAS:
+            if s in services and (t := self._forwarded(s)):
+                needs[NAMES[s][0]] = [(t, NAMES[s][0])]
+        return needs
 
     def _forwarded(self, service: str) -> str | None:
         """The target a gateway forwards ``service`` to (None: served in this process)."""
@@ -139,7 +207,7 @@ class Server:
     def _depth_evaluator(self, models):
         target = self._forwarded("depth-evaluator")
         if target:
-            fwd = _Forward(target, depth_pb2_grpc.DepthEvaluatorStub, "DepthEvaluator", self.cfg)
+            fwd = _Forward(target, depth_pb2_grpc.DepthEvaluatorStub, "DepthEvaluator", self.cfg, self._link)
             self._cleanup.append(fwd.close)
             return fwd.servicer(depth_pb2_grpc.DepthEvaluatorServicer, ("Estimate", "Evaluate"))
         servicer = DepthEvaluatorServicer(*models)
@@ -149,7 +217,7 @@ class Server:
     def _renderer(self):
         target = self._forwarded("renderer")
         if target:
-            fwd = _Forward(target, renderer_pb2_grpc.PanoramaRendererStub, "PanoramaRenderer", self.cfg)
+            fwd = _Forward(target, renderer_pb2_grpc.PanoramaRendererStub, "PanoramaRenderer", self.cfg, self._link)
             self._cleanup.append(fwd.close)
             return fwd.servicer(renderer_pb2_grpc.PanoramaRendererServicer,
                                 ("Submit", "GetOperation", "CancelOperation"))
@@ -159,7 +227,7 @@ class Server:
 
     def _studio(self, stages: Stages | None) -> StudioServicer:
         local = LocalStages(stages) if stages is not None else None
-        down = RemoteStages(self.cfg.remote, local, grpc_options(self.cfg))
+        down = RemoteStages(self.cfg.remote, local, grpc_options(self.cfg), self._link)
         studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations)
         self._cleanup.append(studio.operations.close)
         self._cleanup.append(down.close)
@@ -172,6 +240,9 @@ class Server:
         await self._health.enter_graceful_shutdown()
         await self._server.stop(self.cfg.grace_s if grace_s is None else grace_s)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         for fn in reversed(self._cleanup):
             result = fn()
             if asyncio.iscoroutine(result):
@@ -188,9 +259,10 @@ class _Forward:
     """A gateway's stand-in for a service in another process: each unary call is sent on with the caller's
     remaining deadline and request id, and a failure comes back as the typed error the service raised."""
 
-    def __init__(self, target: str, stub_cls, service: str, cfg: ServeConfig):
+    def __init__(self, target: str, stub_cls, service: str, cfg: ServeConfig, link: Link):
         self.target, self.service, self.default_timeout_s = target, service, cfg.downstream_timeout_s
-        self.channel = grpc.aio.insecure_channel(target, options=grpc_options(cfg))
+        self.auth = link.auth
+        self.channel = link.channel(target, grpc_options(cfg))
         self.stub = stub_cls(self.channel)
 
     def servicer(self, base: type, methods: tuple[str, ...]):
@@ -200,7 +272,7 @@ class _Forward:
                 try:
                     return await getattr(self.stub, name)(
                         request, timeout=self.default_timeout_s if left is None else left,
-                        metadata=((REQUEST_ID_KEY, request_id.get()),))
+                        metadata=((REQUEST_ID_KEY, request_id.get()), *self.auth))
                 except grpc.aio.AioRpcError as err:
                     raise from_rpc_error(err, f"{self.service} at {self.target}") from None
 

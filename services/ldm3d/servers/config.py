@@ -28,6 +28,7 @@ class _Opt:
     default: Any
     help: str
     choices: tuple | None = None
+    kind: str = "value"  # "flag": a switch without a value (its variable takes true/false)
 
 
 def _port(s: str) -> int:
@@ -62,6 +63,21 @@ def _metrics_port(s: str) -> int | None:
     if s.strip().lower() in ("off", "none", "-1"):
         return None
     return _port(s)
+
+
+def _flag(s: str) -> bool:
+    v = s.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("use true or false")
+
+
+def _file(s: str) -> str:
+    if not os.path.isfile(s):
+        raise ValueError("no such file")
+    return s
 
 
 def _target(s: str) -> str:
@@ -136,6 +152,33 @@ OPTIONS: dict[str, _Opt] = {
                               "renderer: most frames in one video (seconds x fps)"),
     "render_max_video360_pixels": _Opt("--render-max-video360-pixels", "LDM3D_RENDER_MAX_VIDEO360_PIXELS",
                                        _positive_int, 4096 * 2048, "renderer: largest eye of a 360 video frame, pixels"),
+    # the locks (docs/security.md): TLS, API keys, what is exposed
+    "tls_cert": _Opt("--tls-cert", "LDM3D_TLS_CERT", _file, None,
+                     "serve TLS with this PEM certificate chain (with --tls-key)"),
+    "tls_key": _Opt("--tls-key", "LDM3D_TLS_KEY", _file, None, "the PEM private key of --tls-cert"),
+    "tls_client_ca": _Opt("--tls-client-ca", "LDM3D_TLS_CLIENT_CA", _file, None,
+                          "mutual TLS: only clients with a certificate signed by this PEM CA may connect"),
+    "api_keys": _Opt("--api-keys", "LDM3D_API_KEYS", _file, None,
+                     "file of API keys, one a line (# comments): every call but health must send "
+                     "'authorization: Bearer KEY' (re-read when the file changes)"),
+    "health_port": _Opt("--health-port", "LDM3D_HEALTH_PORT", _metrics_port, None,
+                        "also answer grpc.health.v1 (and nothing else) in plain text on this port, for probes "
+                        "that cannot speak TLS (Kubernetes' grpc probes); off: none"),
+    "no_reflection": _Opt("--no-reflection", "LDM3D_NO_REFLECTION", _flag, False,
+                          "do not serve gRPC reflection (clients then need the .proto files)", kind="flag"),
+    "no_warmup": _Opt("--no-warmup", "LDM3D_NO_WARMUP", _flag, False,
+                      "report SERVING at once instead of after one warm-up pass through the models", kind="flag"),
+    "downstream_tls_ca": _Opt("--downstream-tls-ca", "LDM3D_DOWNSTREAM_TLS_CA", _file, None,
+                              "gateway: reach the --...-url services over TLS, trusting this PEM CA"),
+    "downstream_tls_cert": _Opt("--downstream-tls-cert", "LDM3D_DOWNSTREAM_TLS_CERT", _file, None,
+                                "gateway: client certificate for mutual TLS with the services (with "
+                                "--downstream-tls-key)"),
+    "downstream_tls_key": _Opt("--downstream-tls-key", "LDM3D_DOWNSTREAM_TLS_KEY", _file, None,
+                               "gateway: the PEM private key of --downstream-tls-cert"),
+    "downstream_api_key_file": _Opt("--downstream-api-key-file", "LDM3D_DOWNSTREAM_API_KEY_FILE", _file, None,
+                                    "gateway: file holding the API key it sends to the --...-url services"),
+    "operation_ttl_s": _Opt("--operation-ttl", "LDM3D_OPERATION_TTL_S", _positive_float, 3600.0,
+                            "seconds a finished operation stays readable before it may be forgotten"),
     "log_format": _Opt("--log-format", "LDM3D_LOG_FORMAT", str, "text", "log lines as text or JSON",
                        ("text", "json")),
 }
@@ -177,6 +220,18 @@ class ServeConfig:
     render_max_frame_pixels: int = 3840 * 2160
     render_max_frames: int = 3600
     render_max_video360_pixels: int = 4096 * 2048
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_client_ca: str | None = None
+    api_keys: str | None = None
+    health_port: int | None = None
+    no_reflection: bool = False
+    no_warmup: bool = False
+    downstream_tls_ca: str | None = None
+    downstream_tls_cert: str | None = None
+    downstream_tls_key: str | None = None
+    downstream_api_key_file: str | None = None
+    operation_ttl_s: float = 3600.0
     log_format: str = "text"
 
     def __post_init__(self):
@@ -198,6 +253,27 @@ class ServeConfig:
                 if getattr(self, name):
                     raise InvalidArgument(f"{OPTIONS[name].flag} is a gateway option: use it with `ldm3d serve "
                                           "gateway` or `ldm3d serve all`", field=OPTIONS[name].flag)
+
+        if bool(self.tls_cert) != bool(self.tls_key):
+            missing = "--tls-key" if self.tls_cert else "--tls-cert"
+            raise InvalidArgument(f"TLS needs both --tls-cert and --tls-key: add {missing} FILE", field=missing)
+        if self.tls_client_ca and not self.tls_cert:
+            raise InvalidArgument("--tls-client-ca (mutual TLS) needs --tls-cert and --tls-key", field="--tls-cert")
+        if bool(self.downstream_tls_cert) != bool(self.downstream_tls_key):
+            missing = "--downstream-tls-key" if self.downstream_tls_cert else "--downstream-tls-cert"
+            raise InvalidArgument(f"a downstream client certificate needs both files: add {missing} FILE",
+                                  field=missing)
+        if self.downstream_tls_cert and not self.downstream_tls_ca:
+            raise InvalidArgument("--downstream-tls-cert needs --downstream-tls-ca (the CA the services' "
+                                  "certificates are signed by)", field="--downstream-tls-ca")
+        if self.service not in ("gateway", "all"):
+            for name in ("downstream_tls_ca", "downstream_tls_cert", "downstream_api_key_file"):
+                if getattr(self, name):
+                    raise InvalidArgument(f"{OPTIONS[name].flag} is a gateway option: use it with `ldm3d serve "
+                                          "gateway` or `ldm3d serve all`", field=OPTIONS[name].flag)
+        if self.health_port is not None and self.health_port != 0 and self.health_port == self.port:
+            raise InvalidArgument(f"--health-port {self.health_port} is the gRPC --port: choose another",
+                                  field="--health-port")
 
     @property
     def runtime_options(self) -> dict:
@@ -244,6 +320,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare every option as a flag (default None, so that :meth:`ServeConfig.from_args` sees what was given)."""
     for name, opt in OPTIONS.items():
         default = "none" if opt.default is None else opt.default
+        if opt.kind == "flag":
+            parser.add_argument(opt.flag, dest=name, default=None, action="store_const", const="true",
+                                help=f"{opt.help} [env {opt.env}=true]")
+            continue
         parser.add_argument(opt.flag, dest=name, default=None, choices=opt.choices,
                             metavar=None if opt.choices else name.upper(),
                             help=f"{opt.help} [env {opt.env}; default {default}]")

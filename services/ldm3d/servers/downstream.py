@@ -3,14 +3,16 @@
 Both give the same answers for the same inputs (tests check bit equality). The gRPC path sends the request id
 as ``x-request-id``, gives every call the gateway call's remaining deadline, and turns a failed call back into the
 typed error the downstream service raised (:func:`.status.from_rpc_error`), so codes, fields and retry hints
-reach the client unchanged; an unreachable service is UNAVAILABLE naming it.
+reach the client unchanged; an unreachable service is UNAVAILABLE naming it. With ``--downstream-tls-ca`` the
+channels are TLS (mutual with ``--downstream-tls-cert/-key``) and ``--downstream-api-key-file``'s key goes with
+every call (:class:`Link`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
@@ -19,7 +21,7 @@ from ..errors import DeadlineExceeded
 from ..pipeline import EncodedText, GenerateParams
 from ..v1 import autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, sampler_pb2, sampler_pb2_grpc
 from ..v1 import text_encoder_pb2, text_encoder_pb2_grpc
-from . import tensors
+from . import security, tensors
 from .logs import REQUEST_ID_KEY
 from .models import ServedModel
 from .stages import Sampled, Stages, Step
@@ -42,6 +44,30 @@ class Call:
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
         return ((REQUEST_ID_KEY, self.request_id),)
+
+
+@dataclass(frozen=True)
+class Link:
+    """How this gateway reaches other processes: channel credentials (None: plain text) and the API key metadata."""
+
+    credentials: grpc.ChannelCredentials | None = None
+    auth: tuple[tuple[str, str], ...] = field(default=())
+
+    @classmethod
+    def from_config(cls, cfg) -> Link:
+        creds = None
+        if cfg.downstream_tls_ca:
+            creds = security.channel_credentials(
+                cfg.downstream_tls_ca, cfg.downstream_tls_cert, cfg.downstream_tls_key,
+                ("--downstream-tls-ca", "--downstream-tls-cert", "--downstream-tls-key"))
+        key = (security.read_api_key(cfg.downstream_api_key_file, "--downstream-api-key-file")
+               if cfg.downstream_api_key_file else None)
+        return cls(creds, security.bearer(key))
+
+    def channel(self, target: str, options) -> grpc.aio.Channel:
+        if self.credentials is None:
+            return grpc.aio.insecure_channel(target, options=options)
+        return grpc.aio.secure_channel(target, self.credentials, options=options)
 
 
 class LocalStages:
@@ -68,13 +94,15 @@ class LocalStages:
 class RemoteStages:
     """Over gRPC: one channel per configured service (targets None fall back to ``local``)."""
 
-    def __init__(self, targets: dict[str, str | None], local: LocalStages | None, options: list[tuple[str, int]]):
+    def __init__(self, targets: dict[str, str | None], local: LocalStages | None, options: list[tuple[str, int]],
+                 link: Link | None = None):
         self.targets, self.local = targets, local
+        self.link = link or Link()
         # round_robin over every address a name resolves to: behind a headless Kubernetes Service, replicas added
         # by an autoscaler get calls from existing gateways too (pick_first would pin each gateway to one pod).
         # The stages are stateless per call, so any replica may serve any call.
         balanced = [*options, ("grpc.lb_policy_name", "round_robin")]
-        self._channels = {k: grpc.aio.insecure_channel(t, options=balanced) for k, t in targets.items() if t}
+        self._channels = {k: self.link.channel(t, balanced) for k, t in targets.items() if t}
         ch = self._channels
         self.text = text_encoder_pb2_grpc.TextEncoderStub(ch["text"]) if "text" in ch else None
         self.sampler = sampler_pb2_grpc.DiffusionSamplerStub(ch["sampler"]) if "sampler" in ch else None
@@ -86,7 +114,7 @@ class RemoteStages:
         req = text_encoder_pb2.EncodeTextRequest(request_id=call.request_id, prompts=prompts, model=served.name,
                                                  version=served.version)
         try:
-            resp = await self.text.Encode(req, timeout=call.timeout("text encoding"), metadata=call.metadata)
+            resp = await self.text.Encode(req, timeout=call.timeout("text encoding"), metadata=(*call.metadata, *self.link.auth))
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, f"TextEncoder at {self.targets['text']}") from None
         emb = tensors.from_tensor(resp.embeddings, "embeddings", dtype="float32",
@@ -105,7 +133,7 @@ class RemoteStages:
             steps=p.steps, guidance_scale=p.guidance_scale, seed=p.seed, scheduler=p.scheduler,
             num_images=p.num_images, init_latents=None if init is None else tensors.to_tensor(init),
             strength=p.strength, model=served.name, version=served.version)
-        stream = self.sampler.Sample(req, timeout=call.timeout("sampling"), metadata=call.metadata)
+        stream = self.sampler.Sample(req, timeout=call.timeout("sampling"), metadata=(*call.metadata, *self.link.auth))
         try:
             async for msg in stream:
                 if msg.HasField("progress"):
@@ -126,7 +154,7 @@ class RemoteStages:
         req = autoencoder_pb2.DecodeLatentsRequest(request_id=call.request_id, latents=tensors.to_tensor(latents),
                                                    image_encoding=enc, model=served.name, version=served.version)
         try:
-            resp = await self.vae.Decode(req, timeout=call.timeout("decoding"), metadata=call.metadata)
+            resp = await self.vae.Decode(req, timeout=call.timeout("decoding"), metadata=(*call.metadata, *self.link.auth))
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, f"RGBDAutoencoder at {self.targets['autoencoder']}") from None
         return list(resp.images)
@@ -137,7 +165,7 @@ class RemoteStages:
         req = autoencoder_pb2.EncodeRGBDRequest(request_id=call.request_id, image=tensors.rgbd(rgb, depth, raw=True),
                                                 model=served.name, version=served.version)
         try:
-            resp = await self.vae.Encode(req, timeout=call.timeout("encoding the init image"), metadata=call.metadata)
+            resp = await self.vae.Encode(req, timeout=call.timeout("encoding the init image"), metadata=(*call.metadata, *self.link.auth))
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, f"RGBDAutoencoder at {self.targets['autoencoder']}") from None
         return tensors.from_tensor(resp.latents, "latents", dtype="float32")

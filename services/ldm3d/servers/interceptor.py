@@ -1,12 +1,16 @@
-"""The one server interceptor: request id, metrics, logs, and typed errors → gRPC status (like TGI's and KServe's).
+"""The one server interceptor: API keys, request id, metrics, logs, and typed errors → gRPC status (like TGI's and
+KServe's).
 
 Servicers raise :mod:`ldm3d.errors` types and never touch status codes; this maps them once (see :mod:`.status`).
-``asyncio.CancelledError`` (the client cancelled, or its deadline passed) propagates untouched.
+``asyncio.CancelledError`` (the client cancelled, or its deadline passed) propagates untouched and is logged as
+CANCELLED, never as an error. A response-streaming handler may be an async generator (ours) or a coroutine that
+writes with ``context.write`` (``grpc.health.v1.Health/Watch``): each is wrapped in its own kind.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -15,7 +19,8 @@ import grpc
 
 from ..errors import InvalidArgument
 from . import metrics
-from .logs import REQUEST_ID_KEY, request_id
+from .logs import REQUEST_ID_KEY, request_id, safe_request_id
+from .security import OPEN_PREFIXES, ApiKeys
 from .status import to_status
 
 log = logging.getLogger(__name__)
@@ -25,13 +30,21 @@ _QUIET_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, api_keys: ApiKeys | None = None):
+        self.api_keys = api_keys
+
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
         handler = await continuation(details)
-        if handler is None or handler.request_streaming:
-            return handler  # no client-streaming RPCs in ldm3d.v1; health/reflection's streams pass as they are
+        if handler is None:
+            return None
         method = details.method
-        header_id = dict(details.invocation_metadata or ()).get(REQUEST_ID_KEY, "")
         quiet = method.startswith(_QUIET_PREFIXES)
+        if (self.api_keys is not None and not method.startswith(OPEN_PREFIXES)
+                and not self.api_keys.allows(details.invocation_metadata)):
+            return _refused(handler, method, quiet)
+        if handler.request_streaming:
+            return handler  # no client-streaming RPCs in ldm3d.v1; reflection's stream passes as it is
+        header_id = dict(details.invocation_metadata or ()).get(REQUEST_ID_KEY, "")
         parse = _lenient(handler.request_deserializer)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
@@ -40,6 +53,27 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         return grpc.unary_stream_rpc_method_handler(
             _stream(handler.unary_stream, method, header_id, quiet),
             request_deserializer=parse, response_serializer=handler.response_serializer)
+
+
+def _refused(handler, method: str, quiet: bool):
+    """A handler of the same shape as ``handler`` that answers UNAUTHENTICATED (the key itself is never logged)."""
+    message = ("missing or unknown API key: send the metadata 'authorization: Bearer KEY' with a key from the "
+               "server's --api-keys file")
+
+    async def refuse(_request, context):
+        call = _Call(method, quiet)
+        call.code = "UNAUTHENTICATED"
+        try:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        finally:
+            call.done()
+
+    kinds = {"unary_unary": grpc.unary_unary_rpc_method_handler, "unary_stream": grpc.unary_stream_rpc_method_handler,
+             "stream_unary": grpc.stream_unary_rpc_method_handler,
+             "stream_stream": grpc.stream_stream_rpc_method_handler}
+    kind = next(k for k in kinds if getattr(handler, k) is not None)
+    # the request is never parsed: an unauthenticated caller gets no work done on its behalf
+    return kinds[kind](refuse, request_deserializer=None, response_serializer=handler.response_serializer)
 
 
 class _Undecodable:
@@ -68,9 +102,11 @@ def _check_decoded(request, method: str):
 
 
 def _bind_request_id(request, header_id: str) -> str:
-    """The message's ``request_id``, else the metadata's, else a new one; written back so servicers echo it."""
-    rid = getattr(request, "request_id", "") or header_id or uuid.uuid4().hex
-    if hasattr(request, "request_id") and not request.request_id:
+    """The message's ``request_id``, else the metadata's, else a new one, made safe (:func:`.logs.safe_request_id`:
+    printable ASCII, bounded) and written back, so servicers echo, log and forward (as a header) only safe ids."""
+    raw = getattr(request, "request_id", "") or header_id
+    rid = safe_request_id(raw) if raw else uuid.uuid4().hex
+    if hasattr(request, "request_id") and request.request_id != rid:
         request.request_id = rid
     request_id.set(rid)
     return rid
@@ -121,6 +157,10 @@ def _unary(behavior, method: str, header_id: str, quiet: bool):
 
 
 def _stream(behavior, method: str, header_id: str, quiet: bool):
+    if not inspect.isasyncgenfunction(behavior):
+        # a coroutine writing its responses with context.write (grpc.health.v1 Watch): awaited, not iterated
+        return _unary(behavior, method, header_id, quiet)
+
     async def handle(request, context):
         call = _Call(method, quiet)
         try:

@@ -8,12 +8,28 @@ thread that runs the model (``asyncio.to_thread`` copies the context) — carrie
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import json
 import logging
+import re
 import time
 
 REQUEST_ID_KEY = "x-request-id"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+MAX_REQUEST_ID_CHARS = 128
+_UNSAFE = re.compile(r"[^A-Za-z0-9._~:@/+=-]")
+
+
+def safe_request_id(raw: str) -> str:
+    """A client's request id as the servers use it: printable ASCII without spaces (``[A-Za-z0-9._~:@/+=-]``, any
+    other character becomes ``_``), at most 128 characters (a longer id keeps its first 115 and ``-`` + 12 hex digits
+    of its SHA-256, so distinct long ids stay distinct). Safe as an HTTP/2 header, a log field and a file name part;
+    a line break can never forge a log line."""
+    safe = _UNSAFE.sub("_", raw)
+    if len(safe) > MAX_REQUEST_ID_CHARS or safe != raw and len(raw) > MAX_REQUEST_ID_CHARS:
+        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+        safe = f"{safe[:MAX_REQUEST_ID_CHARS - 13]}-{digest}"
+    return safe
 
 
 class RequestIdFilter(logging.Filter):
@@ -39,6 +55,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(doc, default=str)
 
 
+class TextFormatter(logging.Formatter):
+    """Plain text, one record per line: line breaks inside a message are escaped (tracebacks stay indented below
+    it), so no value written into a message can start a line that looks like another record."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return super().formatMessage(record).replace("\r", "\\r").replace("\n", "\\n")
+
+
 def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     """Install one handler on the root logger, in ``fmt`` ("json" or "text"), with request ids."""
     handler = logging.StreamHandler()
@@ -46,7 +70,7 @@ def configure(fmt: str = "text", level: int = logging.INFO) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
+        handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -107,3 +107,18 @@ def _in_thread(pool, fn, *args, **kwargs) -> asyncio.Future:
     """Run ``fn`` in ``pool`` (None: the loop's default) with this call's context (its request id for logs)."""
     ctx = contextvars.copy_context()
     return asyncio.get_running_loop().run_in_executor(pool, functools.partial(ctx.run, fn, *args, **kwargs))
+
+
+def warm_up(pipe, parts: set[str]) -> None:
+    """One pass at the default size through the models of ``parts`` (text-encoder, sampler, autoencoder): the first
+    call of a runtime allocates and tunes (seconds on a full-size model), so a server is SERVING only after it."""
+    spec = pipe.spec
+    p = GenerateParams(prompt="warm-up", steps=1, seed=0, guidance_scale=2.0).resolved(spec)
+    shape = (1, spec.max_text_length, spec.text_hidden_size)
+    cond = pipe.text.encode([p.prompt]).embeddings if "text-encoder" in parts else np.zeros(shape, np.float32)
+    f = spec.vae_scale_factor
+    latents = np.zeros((1, spec.latent_channels, p.height // f, p.width // f), np.float32)
+    if "sampler" in parts:
+        latents = pipe.sampler.sample(cond, cond, p)
+    if "autoencoder" in parts:
+        pipe.autoencoder.decode(latents)

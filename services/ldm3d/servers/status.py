@@ -20,6 +20,10 @@ from .. import errors
 log = logging.getLogger(__name__)
 
 DETAILS_KEY = "grpc-status-details-bin"
+# a status travels in headers (gRPC's default limit for all of them: 8 KiB; the details go twice, base64): a message
+# or field longer than these is cut, so an error about a huge value can never itself fail to arrive
+MAX_MESSAGE_CHARS = 1024
+MAX_FIELD_CHARS = 128
 GENERIC_INTERNAL = "internal error: the server logged the details under this request's id"
 
 # grpc.StatusCode name → the typed error a client raises for it
@@ -44,18 +48,23 @@ def status_proto(exc: BaseException) -> status_pb2.Status:
         exc = errors.Internal(GENERIC_INTERNAL)
     elif isinstance(exc, errors.Internal):
         log.error("internal error: %s", exc, exc_info=exc)
-    status = status_pb2.Status(code=getattr(code_pb2, exc.grpc_code), message=exc.message)
-    if isinstance(exc, errors.InvalidArgument) and exc.field:
+    message, field = _cut(exc.message, MAX_MESSAGE_CHARS), _cut(exc.field or "", MAX_FIELD_CHARS)
+    status = status_pb2.Status(code=getattr(code_pb2, exc.grpc_code), message=message)
+    if isinstance(exc, errors.InvalidArgument) and field:
         br = error_details_pb2.BadRequest(
-            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=exc.message)])
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=message)])
         status.details.add().Pack(br)
-    if isinstance(exc, errors.NotFound) and exc.field:
-        status.details.add().Pack(error_details_pb2.ResourceInfo(resource_type=exc.field, description=exc.message))
+    if isinstance(exc, errors.NotFound) and field:
+        status.details.add().Pack(error_details_pb2.ResourceInfo(resource_type=field, description=message))
     if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after_s * 1e9))
         status.details.add().Pack(error_details_pb2.RetryInfo(retry_delay=delay))
     return status
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit - 30]}… ({len(text)} characters in all)"
 
 
 def from_rpc_error(err: grpc.RpcError, target: str = "") -> errors.LDM3DError:
