@@ -35,7 +35,7 @@ from ..v1 import (autoencoder_pb2, autoencoder_pb2_grpc, depth_pb2, depth_pb2_gr
                   renderer_pb2_grpc, sampler_pb2, sampler_pb2_grpc, studio_pb2, studio_pb2_grpc, text_encoder_pb2,
                   text_encoder_pb2_grpc)
 from . import metrics
-from .admission import Admission
+from .admission import Admission, Gate
 from .autoencoder import RGBDAutoencoderServicer
 from .config import ServeConfig
 from .depth_evaluator import DepthEvaluatorServicer, load_depth_models
@@ -119,11 +119,11 @@ class Server:
             self._cleanup.append(stages.close)
         add = {
             "text-encoder": lambda: text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(
-                TextEncoderServicer(self.registry, stages), server),
+                TextEncoderServicer(self.registry, stages, self._gate("text encodings")), server),
             "sampler": lambda: sampler_pb2_grpc.add_DiffusionSamplerServicer_to_server(
                 DiffusionSamplerServicer(self.registry, stages), server),
             "autoencoder": lambda: autoencoder_pb2_grpc.add_RGBDAutoencoderServicer_to_server(
-                RGBDAutoencoderServicer(self.registry, stages), server),
+                RGBDAutoencoderServicer(self.registry, stages, self._gate("autoencoder calls")), server),
             "depth-evaluator": lambda: depth_pb2_grpc.add_DepthEvaluatorServicer_to_server(
                 self._depth_evaluator(depth_models), server),
             "renderer": lambda: renderer_pb2_grpc.add_PanoramaRendererServicer_to_server(self._renderer(), server),
@@ -198,6 +198,10 @@ class Server:
                 needs[NAMES[s][0]] = [(t, NAMES[s][0])]
         return needs
 
+    def _gate(self, what: str) -> Gate:
+        """Admission for one heavy RPC kind: as many accepted calls as the sampler's running + queued jobs."""
+        return Gate(self.cfg.max_running + self.cfg.max_queued, what, "--max-running + --max-queued")
+
     def _forwarded(self, service: str) -> str | None:
         """The target a gateway forwards ``service`` to (None: served in this process)."""
         if self.cfg.service not in ("gateway", "all"):
@@ -210,7 +214,7 @@ class Server:
             fwd = _Forward(target, depth_pb2_grpc.DepthEvaluatorStub, "DepthEvaluator", self.cfg, self._link)
             self._cleanup.append(fwd.close)
             return fwd.servicer(depth_pb2_grpc.DepthEvaluatorServicer, ("Estimate", "Evaluate"))
-        servicer = DepthEvaluatorServicer(*models)
+        servicer = DepthEvaluatorServicer(*models, self._gate("depth calls"))
         self._cleanup.append(servicer.close)
         return servicer
 
@@ -228,7 +232,9 @@ class Server:
     def _studio(self, stages: Stages | None) -> StudioServicer:
         local = LocalStages(stages) if stages is not None else None
         down = RemoteStages(self.cfg.remote, local, grpc_options(self.cfg), self._link)
-        studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations)
+        studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations,
+                                self._gate("generations"),
+                                self.cfg.operation_ttl_s)
         self._cleanup.append(studio.operations.close)
         self._cleanup.append(down.close)
         return studio

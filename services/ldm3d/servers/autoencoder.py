@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from ..errors import invalid
 from ..pipeline.params import MAX_IMAGES, MAX_SIDE, MIN_SIDE
 from ..v1 import autoencoder_pb2 as pb
 from ..v1 import autoencoder_pb2_grpc
 from . import tensors
+from .admission import Gate
 from .models import ModelRegistry
 from .stages import Stages
 
 
 class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
-    def __init__(self, registry: ModelRegistry, stages: Stages):
+    def __init__(self, registry: ModelRegistry, stages: Stages, gate: Gate | None = None):
         self.registry, self.stages = registry, stages
+        self.gate = gate or Gate(33, "autoencoder calls", "--max-running + --max-queued")
 
     async def Decode(self, request: pb.DecodeLatentsRequest, context) -> pb.DecodeLatentsResponse:
         served = self.registry.get(request.model, request.version)
@@ -27,15 +31,18 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
         if not (MIN_SIDE <= h * f <= MAX_SIDE and MIN_SIDE <= w * f <= MAX_SIDE):
             raise invalid("latents.shape", list(latents.shape),
                           f"latent sides must be {MIN_SIDE // f}..{MAX_SIDE // f} (images {MIN_SIDE}..{MAX_SIDE} px)")
-        decoded, images = await self.stages.decode_images(served, latents, tensors.is_raw(request.image_encoding))
+        raw = tensors.is_raw(request.image_encoding)
+        with self.gate.take():
+            decoded, images = await self.stages.decode_images(served, latents, raw)
         return pb.DecodeLatentsResponse(
             request_id=request.request_id, images=images, model_version=served.version,
             decoded=tensors.to_tensor(decoded) if request.include_decoded else None)
 
     async def Encode(self, request: pb.EncodeRGBDRequest, context) -> pb.EncodeRGBDResponse:
         served = self.registry.get(request.model, request.version)
-        rgb, depth = read_rgbd(request.image, "image", served.spec.vae_scale_factor)
-        latents = await self.stages.encode_rgbd(served, rgb, depth)
+        with self.gate.take():  # before decoding the PNGs (in a worker thread: not on the event loop)
+            rgb, depth = await asyncio.to_thread(read_rgbd, request.image, "image", served.spec.vae_scale_factor)
+            latents = await self.stages.encode_rgbd(served, rgb, depth)
         return pb.EncodeRGBDResponse(request_id=request.request_id, latents=tensors.to_tensor(latents),
                                      model_version=served.version)
 

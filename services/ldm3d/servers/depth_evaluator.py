@@ -34,6 +34,7 @@ from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED
 from ..v1 import common_pb2, depth_pb2_grpc
 from ..v1 import depth_pb2 as pb
 from . import tensors
+from .admission import Gate
 from .config import ServeConfig
 
 DEFAULT_REFERENCE_SCALE_U16 = 1e-3  # 16-bit reference maps are millimetres unless the request says otherwise
@@ -86,12 +87,24 @@ def _load(source: str, kind: str, flag: str) -> ServedDepthModel:
 
 
 class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
-    def __init__(self, estimator: ServedDepthModel | None, reference: ServedDepthModel | None):
+    def __init__(self, estimator: ServedDepthModel | None, reference: ServedDepthModel | None,
+                 gate: Gate | None = None):
         self.estimator, self.reference = estimator, reference
+        # calls accepted and not finished, Estimate and Evaluate together: refused at the door beyond it, before
+        # any image is decoded (the pool below would otherwise queue them, and their images, without bound)
+        self.gate = gate or Gate(33, "depth calls", "--max-running + --max-queued")
         # one model call at a time: each uses every core, and the torch modules are shared
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="depth")
 
     async def Estimate(self, request: pb.EstimateDepthRequest, context) -> pb.EstimateDepthResponse:
+        with self.gate.take():
+            return await self._estimate(request)
+
+    async def Evaluate(self, request: pb.EvaluateDepthRequest, context) -> pb.EvaluateDepthResponse:
+        with self.gate.take():
+            return await self._evaluate(request)
+
+    async def _estimate(self, request: pb.EstimateDepthRequest) -> pb.EstimateDepthResponse:
         from ..evaluation.depth_models import estimate_relative_depth
 
         served = _pick(self.estimator, request.model, request.version, "model", "version", "--depth-model")
@@ -103,7 +116,7 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
         return pb.EstimateDepthResponse(request_id=request.request_id, depth=image, model=served.name,
                                         model_version=served.version)
 
-    async def Evaluate(self, request: pb.EvaluateDepthRequest, context) -> pb.EvaluateDepthResponse:
+    async def _evaluate(self, request: pb.EvaluateDepthRequest) -> pb.EvaluateDepthResponse:
         from ..evaluation.depth_models import estimate_metric_depth
 
         if not request.HasField("predicted_depth"):

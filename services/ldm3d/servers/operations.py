@@ -1,7 +1,9 @@
 """Long-running operations (``google.longrunning.Operation``) for generations: submit, poll, cancel.
 
-Kept in this process's memory, the newest ``max_operations`` at most (finished ones are forgotten oldest first;
-running ones are never dropped). A durable queue belongs to the render workers' issue, not here.
+Kept in this process's memory, ``max_operations`` at most. An accepted operation is never dropped before it is done
+and ``ttl_s`` has passed (so a client that was just given a name can always read the outcome); only then, and
+only when the store is full, is it forgotten, oldest first. A full store refuses new operations at submit time
+(RESOURCE_EXHAUSTED with a retry hint) instead of evicting. A durable queue belongs to the jobs' issue, not here.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import AsyncIterator
 from google.longrunning import operations_pb2
 from google.protobuf import timestamp_pb2
 
-from ..errors import Cancelled, NotFound, ResourceExhausted
+from ..errors import Cancelled, NotFound, ResourceExhausted, shown
 from ..v1 import studio_pb2 as pb
 from . import tensors
 from .stages import Step
@@ -27,6 +29,7 @@ PREFIX = "operations/"
 class _Op:
     def __init__(self, name: str, request_id: str):
         self.name, self.task = name, None
+        self.done_at: float | None = None  # time.monotonic() when it finished
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
         self.meta = pb.GenerateMetadata(request_id=request_id, state=pb.OPERATION_STATE_QUEUED, create_time=now,
@@ -59,17 +62,22 @@ class Operations:
     prefix = PREFIX
     op_class = _Op
 
-    def __init__(self, max_operations: int):
-        self.max_operations = max_operations
+    def __init__(self, max_operations: int, ttl_s: float = 3600.0):
+        self.max_operations, self.ttl_s = max_operations, ttl_s
         self._ops: OrderedDict[str, _Op] = OrderedDict()
 
-    def start(self, request_id: str, events: AsyncIterator) -> operations_pb2.Operation:
+    def check_room(self) -> None:
+        """Raise ``ResourceExhausted`` (with a retry hint) if a new operation could not be kept now."""
+        self._evict()
+
+    def start(self, request_id: str, events: AsyncIterator, on_done=None) -> operations_pb2.Operation:
+        """Run ``events`` as a new operation; ``on_done()`` is called once it ends, however it ends."""
         self._evict()
         name = self.prefix + (request_id or uuid.uuid4().hex)
         if name in self._ops:
             name = f"{name}-{uuid.uuid4().hex[:8]}"
         op = self._ops[name] = self.op_class(name, request_id)
-        op.task = asyncio.get_running_loop().create_task(self._drive(op, events))
+        op.task = asyncio.get_running_loop().create_task(self._drive(op, events, on_done))
         return op.to_proto()
 
     def get(self, name: str) -> operations_pb2.Operation:
@@ -89,7 +97,7 @@ class Operations:
         if tasks:
             await asyncio.wait(tasks)
 
-    async def _drive(self, op: _Op, events: AsyncIterator) -> None:
+    async def _drive(self, op: _Op, events: AsyncIterator, on_done=None) -> None:
         t0 = time.perf_counter()
         try:
             async for event in events:
@@ -105,19 +113,32 @@ class Operations:
             op.error = status_proto(exc)
             op.touch(pb.OPERATION_STATE_FAILED)
         finally:
-            await events.aclose()
+            op.done_at = time.monotonic()
+            try:
+                await events.aclose()
+            finally:
+                if on_done is not None:
+                    on_done()
 
     def _find(self, name: str) -> _Op:
         op = self._ops.get(name)
         if op is None:
-            raise NotFound(f"name={name!r}: no such operation (it never existed, or it finished long ago and was "
-                           f"forgotten; the newest {self.max_operations} are kept)", field="name")
+            raise NotFound(f"name={shown(name)}: no such operation (it never existed, or it finished more than "
+                           f"{self.ttl_s:g} s ago and was forgotten)", field="name")
         return op
 
     def _evict(self) -> None:
+        """Make room for one more: forget expired operations (done more than ``ttl_s`` ago), oldest first."""
+        now = time.monotonic()
         while len(self._ops) >= self.max_operations:
-            done = next((n for n, o in self._ops.items() if o.meta.state in _DONE), None)
-            if done is None:
-                raise ResourceExhausted(f"{len(self._ops)} operations are running, the limit: wait for one to finish",
-                                        retry_after_s=5.0)
-            del self._ops[done]
+            expired = next((n for n, o in self._ops.items()
+                            if o.done_at is not None and now - o.done_at >= self.ttl_s), None)
+            if expired is None:
+                ends = [o.done_at + self.ttl_s - now for o in self._ops.values() if o.done_at is not None]
+                retry = round(min(ends), 1) if ends else 5.0
+                running = sum(o.done_at is None for o in self._ops.values())
+                raise ResourceExhausted(
+                    f"{len(self._ops)} operations are kept ({running} not done; finished ones stay readable for "
+                    f"{self.ttl_s:g} s), the limit (--max-operations {self.max_operations}): retry in {retry:g} s",
+                    retry_after_s=max(0.1, retry))
+            del self._ops[expired]

@@ -91,7 +91,7 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             max_frame_pixels=cfg.render_max_frame_pixels, max_frames=cfg.render_max_frames,
             max_video360_pixels=cfg.render_max_video360_pixels)
         self.output_root = Path(cfg.render_output_dir).resolve() if cfg.render_output_dir else None
-        self.operations = RenderOperations(cfg.max_operations)
+        self.operations = RenderOperations(cfg.max_operations, cfg.operation_ttl_s)
         self._pool = ThreadPoolExecutor(max_workers=cfg.render_max_running, thread_name_prefix="render")
         self._jobs = 0  # submitted and not yet ended (running or waiting for a worker)
 

@@ -2,6 +2,13 @@
 
 ``_run`` reads like ``LDM3DPipeline.__call__`` (check inputs → encode prompts → encode init image → sample →
 decode) so that, for the same seed, the gateway's images equal the in-process pipeline's bit for bit.
+
+Admission happens at the door: every generation (a ``Generate`` stream, a batch's items in flight, an operation
+until it is done) holds a ticket of one :class:`~.admission.Gate` sized like the sampler's queue
+(``--max-running`` + ``--max-queued``), taken before the init image is decoded or any text encoded, so a flood is
+refused (RESOURCE_EXHAUSTED + RetryInfo) without work, and ``SubmitGenerate`` refuses at submit time instead of
+accepting an operation that would fail inside for lack of room. An accepted operation whose remote sampler is busy
+anyway (shared by several gateways) waits for the retry hint and tries again, until its deadline.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ from collections.abc import AsyncIterator
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 
-from ..errors import invalid
+from ..errors import ResourceExhausted, invalid
 from ..pipeline.ldm3d import generation_metadata
 from ..v1 import common_pb2, studio_pb2_grpc
 from ..v1 import studio_pb2 as pb
 from . import tensors
+from .admission import Gate
 from .autoencoder import read_rgbd
 from .downstream import Call, RemoteStages
+from .logs import safe_request_id
 from .models import ModelRegistry, ServedModel
 from .operations import Operations
 from .requests import generate_params
@@ -33,26 +42,36 @@ BATCH_IN_FLIGHT = 2
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
     def __init__(self, registry: ModelRegistry, downstream: RemoteStages, default_timeout_s: float,
-                 max_operations: int):
+                 max_operations: int, gate: Gate | None = None, operation_ttl_s: float = 3600.0):
         self.registry, self.downstream, self.default_timeout_s = registry, downstream, default_timeout_s
-        self.operations = Operations(max_operations)
+        self.operations = Operations(max_operations, operation_ttl_s)
+        self.gate = gate or Gate(33, "generations", "--max-running + --max-queued")
 
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
         rid = request.request_id
-        job = self._prepare(request, "")
-        async for event in self._run(*job, self._call(rid, context)):
-            if isinstance(event, Step):
-                yield pb.GenerateResponse(request_id=rid, progress=tensors.progress(event.step, event.total,
-                                                                                    event.elapsed_s))
-            else:
-                yield pb.GenerateResponse(request_id=rid, result=event)
+        with self.gate.take():
+            job = await self._prepare(request, "")
+            async for event in self._run(*job, self._call(rid, context)):
+                if isinstance(event, Step):
+                    yield pb.GenerateResponse(request_id=rid, progress=tensors.progress(event.step, event.total,
+                                                                                        event.elapsed_s))
+                else:
+                    yield pb.GenerateResponse(request_id=rid, result=event)
 
     async def GenerateBatch(self, request: pb.GenerateBatchRequest, context) -> pb.GenerateBatchResponse:
         if not 1 <= len(request.requests) <= MAX_BATCH:
             raise invalid("requests", f"<{len(request.requests)} requests>", f"send 1 to {MAX_BATCH}")
         for item in request.requests:
-            item.request_id = item.request_id or uuid.uuid4().hex
-        jobs = [self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
+            item.request_id = safe_request_id(item.request_id) if item.request_id else uuid.uuid4().hex
+        # the items in flight at once hold tickets for the whole call: refused at the door, or never half-way
+        ticket = self.gate.take(min(len(request.requests), BATCH_IN_FLIGHT))
+        try:
+            return await self._batch(request, context)
+        finally:
+            ticket.release()
+
+    async def _batch(self, request: pb.GenerateBatchRequest, context) -> pb.GenerateBatchResponse:
+        jobs = [await self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all first
         deadline = self._call("", context).deadline
         # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would
         # only fill the sampler's admission queue (and be refused) on behalf of a single call
@@ -82,9 +101,16 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             default_scheduler=spec.scheduler_name, is_default=True)])
 
     async def SubmitGenerate(self, request: pb.GenerateRequest, context) -> operations_pb2.Operation:
-        job = self._prepare(request, "")  # bad input fails the submit call itself, not the operation
-        call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
-        return self.operations.start(request.request_id, self._run(*job, call))
+        self.operations.check_room()  # a full store refuses now, not after decoding the init image
+        ticket = self.gate.take()
+        try:
+            job = await self._prepare(request, "")  # bad input fails the submit call itself, not the operation
+            call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
+            return self.operations.start(request.request_id, self._run(*job, call, patient=True),
+                                         on_done=ticket.release)
+        except BaseException:
+            ticket.release()
+            raise
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
         return self.operations.get(request.name)
@@ -98,13 +124,14 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         left = context.time_remaining()
         return Call(rid, time.monotonic() + (self.default_timeout_s if left is None else left))
 
-    def _prepare(self, request: pb.GenerateRequest, prefix: str):
+    async def _prepare(self, request: pb.GenerateRequest, prefix: str):
         """Validate everything before any work: the served model and the resolved parameters."""
         try:
             served = self.registry.get(request.model, request.version)
             init_rgb = init_depth = None
-            if request.HasField("init_image"):
-                init_rgb, init_depth = read_rgbd(request.init_image, "init_image", served.spec.vae_scale_factor)
+            if request.HasField("init_image"):  # decoding PNGs takes a while: not on the event loop
+                init_rgb, init_depth = await asyncio.to_thread(read_rgbd, request.init_image, "init_image",
+                                                               served.spec.vae_scale_factor)
             p = generate_params(request, prompt=request.prompt, negative_prompt=request.negative_prompt,
                                 init_rgb=init_rgb, init_depth=init_depth).resolved(served.spec)
             raw = tensors.is_raw(request.image_encoding)
@@ -114,7 +141,8 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             raise
         return served, p, raw
 
-    async def _run(self, served: ServedModel, p, raw: bool, call: Call) -> AsyncIterator[Step | pb.GenerateResult]:
+    async def _run(self, served: ServedModel, p, raw: bool, call: Call, patient: bool = False
+                   ) -> AsyncIterator[Step | pb.GenerateResult]:
         down = self.downstream
         t0 = time.perf_counter()
         # 1. encode the prompt and, for classifier-free guidance, the negative prompt (separately, as in-process)
@@ -128,12 +156,20 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         init = None if p.init_rgb is None else await down.encode_rgbd(served, p.init_rgb, p.init_depth, call)
         # 3. sample, streaming progress
         sampled = None
-        async for event in down.sample(served, cond.embeddings, None if uncond is None else uncond.embeddings, p,
-                                       init, call):
-            if isinstance(event, Sampled):
-                sampled = event
-            else:
-                yield event
+        while sampled is None:
+            try:
+                async for event in down.sample(served, cond.embeddings,
+                                               None if uncond is None else uncond.embeddings, p, init, call):
+                    if isinstance(event, Sampled):
+                        sampled = event
+                    else:
+                        yield event
+            except ResourceExhausted as exc:
+                # an accepted operation is not lost to a busy sampler: wait as told, while the deadline allows
+                wait = exc.retry_after_s or 1.0
+                if not patient or time.monotonic() + wait >= call.deadline:
+                    raise
+                await asyncio.sleep(wait)
         t2 = time.perf_counter()
         # 4. decode to RGB + 16-bit depth (PNG unless raw arrays were asked for)
         images = await down.decode(served, sampled.latents, raw, call)

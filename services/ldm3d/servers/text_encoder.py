@@ -7,6 +7,7 @@ from ..pipeline.params import MAX_PROMPT_CHARS
 from ..v1 import text_encoder_pb2 as pb
 from ..v1 import text_encoder_pb2_grpc
 from . import tensors
+from .admission import Gate
 from .models import ModelRegistry
 from .stages import Stages
 
@@ -14,8 +15,9 @@ MAX_PROMPTS = 64
 
 
 class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
-    def __init__(self, registry: ModelRegistry, stages: Stages):
+    def __init__(self, registry: ModelRegistry, stages: Stages, gate: Gate | None = None):
         self.registry, self.stages = registry, stages
+        self.gate = gate or Gate(33, "text encodings", "--max-running + --max-queued")
 
     async def Encode(self, request: pb.EncodeTextRequest, context) -> pb.EncodeTextResponse:
         prompts = list(request.prompts)
@@ -25,7 +27,8 @@ class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
             if len(p) > MAX_PROMPT_CHARS:
                 raise invalid(f"prompts[{i}]", f"<{len(p)} characters>", f"at most {MAX_PROMPT_CHARS} characters")
         served = self.registry.get(request.model, request.version)
-        enc = await self.stages.encode_text(served, prompts)
+        with self.gate.take():
+            enc = await self.stages.encode_text(served, prompts)
         return pb.EncodeTextResponse(
             request_id=request.request_id, embeddings=tensors.to_tensor(enc.embeddings),
             token_counts=enc.token_counts, truncated_tokens=enc.truncated_tokens, model_version=served.version)
