@@ -19,6 +19,9 @@
         render = c.wait_render(job, on_progress=lambda done, total, message: print(done, total, message))
         {a.name: a.data for a in render.artifacts}         # or a.path with files=True (--render-output-dir)
 
+A locked server (docs/security.md): ``StudioClient("host:50051", tls_ca="ca.pem", api_key=KEY)`` (``tls=True``
+trusts the system's roots; ``tls_cert``/``tls_key`` present a client certificate for mutual TLS).
+
 Errors arrive as the typed :mod:`ldm3d.errors` the server raised (``InvalidArgument.field`` names the field,
 ``ResourceExhausted.retry_after_s`` says when to retry); an unreachable server is ``Unavailable``.
 """
@@ -39,8 +42,8 @@ from google.longrunning import operations_pb2
 from .errors import DeadlineExceeded, Internal
 from .evaluation import DepthMetrics
 from .pipeline import GenerateParams, GenerateResult
-from .servers import status, tensors
-from .servers.logs import REQUEST_ID_KEY
+from .servers import security, status, tensors
+from .servers.logs import REQUEST_ID_KEY, safe_request_id
 from .v1 import (common_pb2, depth_pb2, depth_pb2_grpc, renderer_pb2, renderer_pb2_grpc, studio_pb2,
                  studio_pb2_grpc)
 
@@ -62,12 +65,23 @@ class DepthEvaluation:
 
 
 class StudioClient:
-    def __init__(self, target: str, *, timeout: float | None = None, max_message_mb: int = 64):
-        """``target``: the gateway's ``host:port``; ``timeout``: seconds per call (None: no deadline)."""
+    def __init__(self, target: str, *, timeout: float | None = None, max_message_mb: int = 64,
+                 tls: bool | None = None, tls_ca: str | None = None, tls_cert: str | None = None,
+                 tls_key: str | None = None, api_key: str | None = None):
+        """``target``: the gateway's ``host:port``; ``timeout``: seconds per call (None: no deadline).
+
+        ``tls_ca``: connect over TLS trusting this PEM CA (``tls=True`` alone: the system's roots);
+        ``tls_cert``/``tls_key``: a client certificate for mutual TLS; ``api_key``: sent as
+        ``authorization: Bearer KEY`` with every call."""
         self.target, self.timeout = target, timeout
+        self._auth = security.bearer(api_key)
         limit = max_message_mb * 1024 * 1024
-        self._channel = grpc.insecure_channel(target, options=[("grpc.max_receive_message_length", limit),
-                                                               ("grpc.max_send_message_length", limit)])
+        options = [("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit)]
+        if tls or (tls is None and (tls_ca or tls_cert)):
+            creds = security.channel_credentials(tls_ca, tls_cert, tls_key)
+            self._channel = grpc.secure_channel(target, creds, options=options)
+        else:
+            self._channel = grpc.insecure_channel(target, options=options)
         self._stub = studio_pb2_grpc.StudioStub(self._channel)
         self._depth = depth_pb2_grpc.DepthEvaluatorStub(self._channel)
         self._renderer = renderer_pb2_grpc.PanoramaRendererStub(self._channel)
@@ -241,7 +255,7 @@ class StudioClient:
         self.close()
 
     def _metadata(self, request_id: str = ""):
-        return ((REQUEST_ID_KEY, request_id or uuid.uuid4().hex),)
+        return ((REQUEST_ID_KEY, safe_request_id(request_id) if request_id else uuid.uuid4().hex), *self._auth)
 
     def _call(self, method, request):
         try:
@@ -251,9 +265,10 @@ class StudioClient:
 
 
 def generate(server: str, params: GenerateParams, on_step: OnStep | None = None, *, timeout: float | None = None,
-             model: str = "", version: str = "") -> GenerateResult:
-    """``ldm3d generate --server HOST:PORT``: one generation through the gateway at ``server``."""
-    with StudioClient(server, timeout=timeout) as client:
+             model: str = "", version: str = "", **connection) -> GenerateResult:
+    """``ldm3d generate --server HOST:PORT``: one generation through the gateway at ``server``; ``connection``:
+    :class:`StudioClient`'s ``tls``, ``tls_ca``, ``tls_cert``, ``tls_key``, ``api_key``."""
+    with StudioClient(server, timeout=timeout, **connection) as client:
         return client.generate(params, on_step, model=model, version=version)
 
 

@@ -67,6 +67,18 @@ class DeadlineExceeded(LDM3DError):
     grpc_code = "DEADLINE_EXCEEDED"
 
 
+class Unauthenticated(LDM3DError):
+    """No valid API key (or client certificate) came with the call."""
+
+    grpc_code = "UNAUTHENTICATED"
+
+
+class PermissionDenied(LDM3DError):
+    """The caller is known but may not do this."""
+
+    grpc_code = "PERMISSION_DENIED"
+
+
 class Unimplemented(LDM3DError):
     grpc_code = "UNIMPLEMENTED"
 

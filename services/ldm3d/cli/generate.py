@@ -4,12 +4,14 @@
     ldm3d generate --model demo/tiny --prompt "a cabin in the woods" --seed 42 --out demo/out
     ldm3d generate --repository model_repository --prompt "..."            # embedded ONNX Runtime
     ldm3d generate --server localhost:50051 --prompt "..."                 # a running platform (ldm3d serve all)
+    ldm3d generate --server ldm3d.example.com:443 --tls-ca ca.pem --api-key "$KEY" --prompt "..."   # a locked one
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -31,6 +33,15 @@ def register(sub) -> None:
                      help="torch for --model; embedded (default) or triton for --repository")
     src.add_argument("--triton-url", metavar="HOST:PORT", help="Triton gRPC endpoint for --runtime triton")
     src.add_argument("--version", type=int, metavar="N", help="model version in the repository (default: the latest)")
+    sec = p.add_argument_group("--server over TLS / with an API key (docs/security.md)")
+    sec.add_argument("--tls-ca", metavar="FILE", default=os.environ.get("LDM3D_TLS_CA") or None,
+                     help="connect over TLS, trusting this PEM CA [env LDM3D_TLS_CA]")
+    sec.add_argument("--tls", action="store_true", help="connect over TLS trusting the system's root CAs")
+    sec.add_argument("--tls-client-cert", metavar="FILE", help="client certificate for mutual TLS (PEM)")
+    sec.add_argument("--tls-client-key", metavar="FILE", help="the private key of --tls-client-cert (PEM)")
+    sec.add_argument("--api-key", metavar="KEY", default=os.environ.get("LDM3D_API_KEY") or None,
+                     help="sent as 'authorization: Bearer KEY' (prefer the variable: arguments show in `ps`) "
+                          "[env LDM3D_API_KEY]")
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", required=True, help="what to generate")
     g.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from")
@@ -83,6 +94,10 @@ def _pipeline(args):
     from ..pipeline import LDM3DPipeline
 
     chosen = [f for f in ("model", "repository", "server") if getattr(args, f)]
+    used = [f for f in ("tls", "tls_client_cert", "tls_client_key") if getattr(args, f)]
+    if used and not args.server:
+        flag = "--" + used[0].replace("_", "-")
+        raise InvalidArgument(f"{flag} is for --server HOST:PORT (a running platform)", field=used[0])
     if len(chosen) != 1:
         raise InvalidArgument("give exactly one of --model DIR_OR_ID, --repository DIR or --server HOST:PORT"
                               + (f" (got {', '.join('--' + c for c in chosen)})" if chosen else ""), field="model")
@@ -124,8 +139,13 @@ def run(args) -> int:
         if args.server:
             from ..client import generate as remote_generate
 
+            if bool(args.tls_client_cert) != bool(args.tls_client_key):
+                raise InvalidArgument("mutual TLS needs both --tls-client-cert and --tls-client-key",
+                                      field="tls_client_key" if args.tls_client_cert else "tls_client_cert")
             result = remote_generate(args.server, params, on_step=on_step,
-                                     version="" if args.version is None else str(args.version))
+                                     version="" if args.version is None else str(args.version),
+                                     tls=args.tls or None, tls_ca=args.tls_ca, tls_cert=args.tls_client_cert,
+                                     tls_key=args.tls_client_key, api_key=args.api_key)
         else:
             result = _pipeline(args)(params, on_step=on_step)
     finally:

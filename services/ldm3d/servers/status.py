@@ -30,7 +30,8 @@ GENERIC_INTERNAL = "internal error: the server logged the details under this req
 _BY_CODE: dict[str, type[errors.LDM3DError]] = {
     cls.grpc_code: cls
     for cls in (errors.InvalidArgument, errors.NotFound, errors.FailedPrecondition, errors.ResourceExhausted,
-                errors.Unavailable, errors.Cancelled, errors.DeadlineExceeded, errors.Unimplemented, errors.Internal)
+                errors.Unavailable, errors.Cancelled, errors.DeadlineExceeded, errors.Unimplemented, errors.Internal,
+                errors.Unauthenticated, errors.PermissionDenied)
 }
 
 
