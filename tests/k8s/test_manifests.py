@@ -214,8 +214,11 @@ def test_ldm3d_containers_match_their_config(overlay):
             assert ports["grpc"] == cfg.port and ports["metrics"] == cfg.metrics_port, where
             ann = tmpl["metadata"]["annotations"]
             assert ann["prometheus.io/scrape"] == "true" and int(ann["prometheus.io/port"]) == cfg.metrics_port, where
+            # kubelet's grpc probes speak neither TLS nor API keys: with TLS they ask the plain-text --health-port
+            probe_port = cfg.health_port if cfg.tls_cert else cfg.port
+            assert probe_port, f"{where}: TLS without a --health-port for the probes"
             for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-                assert c[probe]["grpc"]["port"] == cfg.port, f"{where}: {probe} is not a grpc probe on {cfg.port}"
+                assert c[probe]["grpc"]["port"] == probe_port, f"{where}: {probe} is not a grpc probe on {probe_port}"
             # readiness asks for the service this pod serves; liveness for the server as a whole ("")
             served = {n for s in (NAMES if cfg.service == "all" else [cfg.service]) for n in NAMES[s]}
             assert c["readinessProbe"]["grpc"]["service"] in served, where
@@ -228,10 +231,18 @@ def test_ldm3d_containers_match_their_config(overlay):
                 f"{where}: terminationGracePeriodSeconds {pod['terminationGracePeriodSeconds']} < {needed}"
             # every folder the config names lies on a mounted volume (the root filesystem holds no models)
             mounts = {m["mountPath"] for m in c["volumeMounts"]}
-            for field in ("repository", "depth_model", "reference_model", "render_output_dir"):
+            for field in ("repository", "depth_model", "reference_model", "render_output_dir", *SECRET_FILES):
                 path = getattr(cfg, field)
                 if path:
                     assert any(Path(path).is_relative_to(m) for m in mounts), f"{where}: {field}={path} not mounted"
+            # certificates and keys come from Secrets, never from the image or a ConfigMap
+            volumes = {v["name"]: v for v in pod["volumes"]}
+            by_path = {m["mountPath"]: volumes[m["name"]] for m in c["volumeMounts"]}
+            for field in SECRET_FILES:
+                path = getattr(cfg, field)
+                if path:
+                    vol = next(v for m, v in by_path.items() if Path(path).is_relative_to(m))
+                    assert "secret" in vol, f"{where}: {field}={path} is not on a Secret volume"
 
 
 @pytest.mark.parametrize("overlay", TARGETS)
@@ -276,6 +287,75 @@ def test_every_reference_resolves(overlay):
                 assert svc, f"{overlay}: {name} --{field.replace('_', '-')} {url}: no Service {host}"
                 assert int(port) in [p["port"] for p in svc["spec"]["ports"]], f"{overlay}: {url}"
                 assert svc["spec"]["selector"].get("app.kubernetes.io/component") == component, url
+
+
+SECRET_FILES = ("tls_cert", "tls_key", "tls_client_ca", "api_keys", "downstream_tls_ca", "downstream_tls_cert",
+                "downstream_tls_key", "downstream_api_key_file")
+INTERNAL = ("text-encoder", "sampler", "autoencoder", "depth-evaluator", "renderer")
+
+
+def _matches(selector: dict, labels: dict) -> bool:
+    ok = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    for e in selector.get("matchExpressions", []):
+        assert e["operator"] == "In", e
+        ok = ok and labels.get(e["key"]) in e["values"]
+    return ok
+
+
+@pytest.mark.parametrize("overlay", TARGETS)
+def test_only_the_gateway_reaches_the_internal_services(overlay):
+    """NetworkPolicy: an internal service's gRPC port admits gateway pods only; the gateway's admits everyone."""
+    policies = objects(overlay, "NetworkPolicy")
+    assert policies, f"{overlay}: no NetworkPolicy"
+    deps = objects(overlay, "Deployment")
+    gateway_labels = deps["ldm3d-gateway"]["spec"]["template"]["metadata"]["labels"]
+    for name, dep in deps.items():
+        labels = dep["spec"]["template"]["metadata"]["labels"]
+        component = labels["app.kubernetes.io/component"]
+        mine = [p for p in policies.values() if _matches(p["spec"]["podSelector"], labels)]
+        if component == "gateway":
+            assert mine and all(not r.get("from") for p in mine for r in p["spec"]["ingress"]), name
+            continue
+        if component not in INTERNAL:
+            continue
+        assert mine and all("Ingress" in p["spec"]["policyTypes"] for p in mine), f"{overlay}: {name} is open"
+        for p in mine:
+            for rule in p["spec"]["ingress"]:
+                ports = {q["port"] for q in rule.get("ports", [])}
+                if "grpc" in ports or not ports:
+                    sources = rule.get("from") or []
+                    assert sources and all(_matches(s["podSelector"], gateway_labels) and
+                                           "namespaceSelector" not in s and "ipBlock" not in s
+                                           for s in sources), f"{overlay}: {name}: {rule}"
+                    # and no other component's pods match that source
+                    for other in deps.values():
+                        olabels = other["spec"]["template"]["metadata"]["labels"]
+                        if olabels["app.kubernetes.io/component"] != "gateway":
+                            assert not any(_matches(s["podSelector"], olabels) for s in sources), rule
+                else:
+                    assert ports == {"metrics"}, f"{overlay}: {name} opens {ports} to everyone"
+
+
+def test_production_is_locked():
+    """TLS everywhere, mutual TLS + an internal key on the internal services (held by the gateway only), a public
+    key on the gateway, and every credential from a Secret."""
+    for name, dep in objects("production", "Deployment").items():
+        for c in dep["spec"]["template"]["spec"]["containers"]:
+            if not is_ldm3d(c):
+                continue
+            cfg = serve_config("production", c)
+            assert cfg.tls_cert and cfg.tls_key and cfg.api_keys and cfg.health_port, name
+            if cfg.service == "gateway":
+                assert cfg.downstream_tls_ca and cfg.downstream_tls_cert and cfg.downstream_api_key_file, name
+                assert cfg.api_keys != cfg.downstream_api_key_file, "the public and internal keys must differ"
+            else:
+                assert cfg.tls_client_ca, f"{name}: internal services require the gateway's client certificate"
+    secrets = {v["secret"]["secretName"] for d in objects("production", "Deployment").values()
+               for v in d["spec"]["template"]["spec"]["volumes"] if "secret" in v}
+    assert secrets == {"ldm3d-tls", "ldm3d-gateway-client-tls", "ldm3d-api-keys", "ldm3d-internal-api-keys"}
+    for svc in objects("production", "Service").values():
+        assert all(p.get("appProtocol") != "kubernetes.io/h2c" for p in svc["spec"]["ports"]
+                   if svc["metadata"]["name"] != "ldm3d-triton"), "TLS is not h2c"
 
 
 def test_embedded_component():

@@ -74,12 +74,6 @@ def _flag(s: str) -> bool:
     raise ValueError("use true or false")
 
 
-def _file(s: str) -> str:
-    if not os.path.isfile(s):
-        raise ValueError("no such file")
-    return s
-
-
 def _target(s: str) -> str:
     host, sep, port = s.rpartition(":")
     if not sep or not host or not port.isdigit():
@@ -153,12 +147,12 @@ OPTIONS: dict[str, _Opt] = {
     "render_max_video360_pixels": _Opt("--render-max-video360-pixels", "LDM3D_RENDER_MAX_VIDEO360_PIXELS",
                                        _positive_int, 4096 * 2048, "renderer: largest eye of a 360 video frame, pixels"),
     # the locks (docs/security.md): TLS, API keys, what is exposed
-    "tls_cert": _Opt("--tls-cert", "LDM3D_TLS_CERT", _file, None,
+    "tls_cert": _Opt("--tls-cert", "LDM3D_TLS_CERT", str, None,
                      "serve TLS with this PEM certificate chain (with --tls-key)"),
-    "tls_key": _Opt("--tls-key", "LDM3D_TLS_KEY", _file, None, "the PEM private key of --tls-cert"),
-    "tls_client_ca": _Opt("--tls-client-ca", "LDM3D_TLS_CLIENT_CA", _file, None,
+    "tls_key": _Opt("--tls-key", "LDM3D_TLS_KEY", str, None, "the PEM private key of --tls-cert"),
+    "tls_client_ca": _Opt("--tls-client-ca", "LDM3D_TLS_CLIENT_CA", str, None,
                           "mutual TLS: only clients with a certificate signed by this PEM CA may connect"),
-    "api_keys": _Opt("--api-keys", "LDM3D_API_KEYS", _file, None,
+    "api_keys": _Opt("--api-keys", "LDM3D_API_KEYS", str, None,
                      "file of API keys, one a line (# comments): every call but health must send "
                      "'authorization: Bearer KEY' (re-read when the file changes)"),
     "health_port": _Opt("--health-port", "LDM3D_HEALTH_PORT", _metrics_port, None,
@@ -168,14 +162,14 @@ OPTIONS: dict[str, _Opt] = {
                           "do not serve gRPC reflection (clients then need the .proto files)", kind="flag"),
     "no_warmup": _Opt("--no-warmup", "LDM3D_NO_WARMUP", _flag, False,
                       "report SERVING at once instead of after one warm-up pass through the models", kind="flag"),
-    "downstream_tls_ca": _Opt("--downstream-tls-ca", "LDM3D_DOWNSTREAM_TLS_CA", _file, None,
+    "downstream_tls_ca": _Opt("--downstream-tls-ca", "LDM3D_DOWNSTREAM_TLS_CA", str, None,
                               "gateway: reach the --...-url services over TLS, trusting this PEM CA"),
-    "downstream_tls_cert": _Opt("--downstream-tls-cert", "LDM3D_DOWNSTREAM_TLS_CERT", _file, None,
+    "downstream_tls_cert": _Opt("--downstream-tls-cert", "LDM3D_DOWNSTREAM_TLS_CERT", str, None,
                                 "gateway: client certificate for mutual TLS with the services (with "
                                 "--downstream-tls-key)"),
-    "downstream_tls_key": _Opt("--downstream-tls-key", "LDM3D_DOWNSTREAM_TLS_KEY", _file, None,
+    "downstream_tls_key": _Opt("--downstream-tls-key", "LDM3D_DOWNSTREAM_TLS_KEY", str, None,
                                "gateway: the PEM private key of --downstream-tls-cert"),
-    "downstream_api_key_file": _Opt("--downstream-api-key-file", "LDM3D_DOWNSTREAM_API_KEY_FILE", _file, None,
+    "downstream_api_key_file": _Opt("--downstream-api-key-file", "LDM3D_DOWNSTREAM_API_KEY_FILE", str, None,
                                     "gateway: file holding the API key it sends to the --...-url services"),
     "operation_ttl_s": _Opt("--operation-ttl", "LDM3D_OPERATION_TTL_S", _positive_float, 3600.0,
                             "seconds a finished operation stays readable before it may be forgotten"),
