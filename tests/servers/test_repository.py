@@ -39,6 +39,18 @@ def test_repository_platform_equals_in_process(exported_repository):
         with pytest.raises(NotFound) as err:
             client.generate(server.target, p, timeout=60, version="7")
         assert err.value.field == "version" and "'1'" in str(err.value)
+        # a version is a number: "01" is version 1, served by the pipeline already loaded (never a reload per call)
+        loaded = server.server.registry._loaded["1"]
+        for spelling in ("01", "0001"):
+            r = client.generate(server.target, GenerateParams(prompt="x", steps=1, seed=1), timeout=60,
+                                version=spelling)
+            assert r.metadata["model"]["version"] == "1"
+        assert list(server.server.registry._loaded) == ["1"] and server.server.registry._loaded["1"] is loaded
+        # numbers too big for any version, or digits that are not ASCII: NOT_FOUND naming the field, briefly
+        for bad in ("9" * 5000, "\u0661", "1" * 19):
+            with pytest.raises(NotFound) as err:
+                client.generate(server.target, p, timeout=60, version=bad)
+            assert err.value.field == "version" and len(str(err.value)) < 400
     finally:
         server.stop()
 

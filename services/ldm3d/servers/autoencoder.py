@@ -20,7 +20,7 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
         self.gate = gate or Gate(33, "autoencoder calls", "--max-running + --max-queued")
 
     async def Decode(self, request: pb.DecodeLatentsRequest, context) -> pb.DecodeLatentsResponse:
-        served = self.registry.get(request.model, request.version)
+        served = await self.registry.aget(request.model, request.version)
         spec = served.spec
         latents = tensors.from_tensor(request.latents, "latents", dtype="float32",
                                       shape=(None, spec.latent_channels, None, None))
@@ -39,7 +39,7 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
             decoded=tensors.to_tensor(decoded) if request.include_decoded else None)
 
     async def Encode(self, request: pb.EncodeRGBDRequest, context) -> pb.EncodeRGBDResponse:
-        served = self.registry.get(request.model, request.version)
+        served = await self.registry.aget(request.model, request.version)
         with self.gate.take():  # before decoding the PNGs (in a worker thread: not on the event loop)
             rgb, depth = await asyncio.to_thread(read_rgbd, request.image, "image", served.spec.vae_scale_factor)
             latents = await self.stages.encode_rgbd(served, rgb, depth)

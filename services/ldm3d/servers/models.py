@@ -1,17 +1,20 @@
 """The models one serving process answers for: a name, its versions, and the loaded pipeline (or only its spec).
 
 A checkpoint folder is one model with one version (the first 12 hex digits of its sha256). A model repository's
-versions are Triton's version folders; other versions than the default load on first request. A gateway whose
+versions are Triton's version folders; other versions than the default load on first request, once (in a worker
+thread, one load per version however many requests ask at once), and only if the repository serves them.
+Version numbers are canonical: ``"01"`` and ``"1"`` name the same loaded version. A gateway whose
 stages are all remote loads specs only (sizes, defaults and scheduler: no weights).
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import NotFound
+from ..errors import NotFound, shown
 from ..pipeline import LDM3DPipeline, PipelineSpec
 from . import metrics
 from .config import ServeConfig
@@ -36,6 +39,7 @@ class ModelRegistry:
     def __init__(self, cfg: ServeConfig, load_weights: bool = True):
         self.cfg, self.load_weights = cfg, load_weights
         self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}  # one lock per version being loaded
         self._loaded: dict[str, ServedModel] = {}
         first = self._load(None)
         self.default_name, self.default_version = first.name, first.version
@@ -43,24 +47,49 @@ class ModelRegistry:
 
     # -- public
     def get(self, model: str = "", version: str = "") -> ServedModel:
-        """The model named ``model`` at ``version`` (empty: the defaults). ``NotFound`` names the field."""
-        if model and model != self.default_name:
-            raise NotFound(f"model={model!r} is not served here: use {self.default_name!r} (see ListModels) or "
-                           "leave it empty for the default", field="model")
+        """The model named ``model`` at ``version`` (empty: the defaults). ``NotFound`` names the field.
+
+        Blocks while a not yet loaded version loads: servicers use :meth:`aget`."""
+        version = self._check(model, version)
         if not version:
             return self._loaded[self.default_version]
         with self._lock:
             if version in self._loaded:
                 return self._loaded[version]
-        if self.cfg.repository and version.isdigit():
-            try:
-                served = self._load(int(version))
-            except NotFound:
-                served = None
-            if served is not None:
-                with self._lock:
-                    return self._loaded.setdefault(served.version, served)
-        raise NotFound(f"version={version!r} of model {self.default_name!r} does not exist: use one of "
+            gate = self._loading.setdefault(version, threading.Lock())
+        with gate:  # the first caller loads; the others wait for it and find it loaded
+            with self._lock:
+                if version in self._loaded:
+                    return self._loaded[version]
+            served = self._load(int(version))
+            with self._lock:
+                self._loading.pop(version, None)
+                return self._loaded.setdefault(served.version, served)
+
+    async def aget(self, model: str = "", version: str = "") -> ServedModel:
+        """:meth:`get` for the event loop: a version that must be loaded first loads in a worker thread."""
+        canonical = self._check(model, version)
+        with self._lock:
+            loaded = self._loaded.get(canonical or self.default_version)
+        if loaded is not None:
+            return loaded
+        return await asyncio.to_thread(self.get, model, canonical)
+
+    def _check(self, model: str, version: str) -> str:
+        """``version`` in canonical form ("01" → "1"), if it is loaded or can be; else ``NotFound``."""
+        if model and model != self.default_name:
+            raise NotFound(f"model={shown(model)} is not served here: use {self.default_name!r} (see ListModels) or "
+                           "leave it empty for the default", field="model")
+        if not version:
+            return ""
+        if version.isascii() and version.isdigit() and len(version) <= 18:
+            version = str(int(version))
+        with self._lock:
+            if version in self._loaded:
+                return version
+        if self.cfg.repository and version.isdigit() and version in self.versions():
+            return version
+        raise NotFound(f"version={shown(version)} of model {self.default_name!r} does not exist: use one of "
                        f"{', '.join(map(repr, self.versions()))} or leave it empty for the default", field="version")
 
     def default(self) -> ServedModel:

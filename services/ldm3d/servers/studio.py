@@ -127,7 +127,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
     async def _prepare(self, request: pb.GenerateRequest, prefix: str):
         """Validate everything before any work: the served model and the resolved parameters."""
         try:
-            served = self.registry.get(request.model, request.version)
+            served = await self.registry.aget(request.model, request.version)
             init_rgb = init_depth = None
             if request.HasField("init_image"):  # decoding PNGs takes a while: not on the event loop
                 init_rgb, init_depth = await asyncio.to_thread(read_rgbd, request.init_image, "init_image",
