@@ -170,6 +170,8 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
                 stop.set()  # polled between units: a running job ends at its next still/frame/mesh
                 if not future.cancel():  # a job still waiting for a worker is simply dropped
                     await asyncio.wait([job])
+            if job.done() and not job.cancelled():
+                job.exception()  # retrieved: a stopped job's Cancelled is expected, not an unhandled error
             self._jobs -= 1
             if not ok and out_dir is not None:
                 shutil.rmtree(out_dir, ignore_errors=True)

@@ -97,6 +97,8 @@ class Stages:
                 if not job.done():
                     stop.set()  # polled before every step: the thread ends within one step
                     await asyncio.wait([job])
+                if not job.cancelled():
+                    job.exception()  # retrieved: the Cancelled it ends with is expected, not an unhandled error
         yield Sampled(latents, t_start - t_arrive, time.perf_counter() - t_start)
 
     def close(self) -> None:

@@ -1,0 +1,234 @@
+"""Hostile-but-fair clients over real sockets: health that tells the truth (Watch works, NOT_SERVING until warm),
+admission at the door (refused before any text is encoded, SubmitGenerate refused at submit time), operations
+kept until done + TTL, request ids that cannot forge log lines or break headers, bounded error messages, and client
+cancellations that are not logged as errors."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import socket
+import threading
+import time
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from servers_helpers import ThreadServer
+
+from ldm3d.errors import ResourceExhausted
+from ldm3d.servers import logs
+from ldm3d.servers.operations import Operations
+from ldm3d.v1 import studio_pb2, studio_pb2_grpc
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+def _details(err: grpc.RpcError) -> status_pb2.Status:
+    return status_pb2.Status.FromString(dict(err.trailing_metadata())["grpc-status-details-bin"])
+
+
+def test_watch_streams_the_status_on_every_name(channel):
+    """grpc.health.v1 Watch (client-side health checking) answers, for the server and each service, and two
+    watchers of one name do not orphan each other when one leaves."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    for name in ("", "ldm3d.v1.Studio", "ldm3d.v1.DiffusionSampler", "ldm3d.v1.PanoramaRenderer"):
+        first = stub.Watch(health_pb2.HealthCheckRequest(service=name), timeout=10)
+        second = stub.Watch(health_pb2.HealthCheckRequest(service=name), timeout=10)
+        assert next(first).status == SERVING and next(second).status == SERVING
+        first.cancel()
+        second.cancel()
+    unknown = stub.Watch(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=2)
+    assert next(unknown).status == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+    unknown.cancel()
+
+
+def test_watch_sees_not_serving_on_graceful_stop():
+    s = ThreadServer(service="renderer")
+    with grpc.insecure_channel(s.target) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        watches = [stub.Watch(health_pb2.HealthCheckRequest(service="ldm3d.v1.PanoramaRenderer"), timeout=20)
+                   for _ in range(2)]
+        assert [next(w).status for w in watches] == [SERVING, SERVING]
+        watches[0].cancel()  # one watcher leaves: the other must still hear of the change
+        time.sleep(0.2)
+        stopper = threading.Thread(target=s.stop, kwargs={"grace_s": 2.0})
+        stopper.start()
+        assert next(watches[1]).status == NOT_SERVING
+        stopper.join(20)
+
+
+def test_not_serving_until_the_models_are_warm(tiny_model, monkeypatch):
+    """The port answers at once, NOT_SERVING while the warm-up pass runs, SERVING only after it."""
+    from ldm3d.servers import app
+
+    real, warming, done = app.warm_up, threading.Event(), threading.Event()
+
+    def slow_warm_up(pipe, parts):
+        warming.set()
+        real(pipe, parts)
+        time.sleep(1.0)
+        done.set()
+
+    monkeypatch.setattr(app, "warm_up", slow_warm_up)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    seen = []
+    starter = threading.Thread(target=lambda: seen.append(ThreadServer(service="sampler", checkpoint=str(tiny_model),
+                                                                       port=port)))
+    starter.start()
+    assert warming.wait(120)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        statuses = []
+        while not done.is_set():
+            for name in ("", "ldm3d.v1.DiffusionSampler"):
+                statuses.append((done.is_set(), stub.Check(health_pb2.HealthCheckRequest(service=name),
+                                                            timeout=5).status))
+            time.sleep(0.05)
+        starter.join(60)
+        assert all(st == NOT_SERVING for finished, st in statuses if not finished) and len(statuses) > 4
+        assert stub.Check(health_pb2.HealthCheckRequest(service="ldm3d.v1.DiffusionSampler"), timeout=5).status \
+            == SERVING
+    seen[0].stop()
+
+
+def test_refused_at_the_door_before_any_text_is_encoded(tiny_model):
+    """With every ticket out, Generate, SubmitGenerate and GenerateBatch are refused at once with a RetryInfo, and
+    the refused prompts never reach the text encoder (its cache never sees them)."""
+    s = ThreadServer(service="all", checkpoint=str(tiny_model), max_running=1, max_queued=0)
+    try:
+        text = s.server.registry.default().pipeline.text
+        with grpc.insecure_channel(s.target) as ch:
+            stub = studio_pb2_grpc.StudioStub(ch)
+            long = stub.Generate(studio_pb2.GenerateRequest(prompt="long", steps=400, height=64, width=64),
+                                 timeout=60)
+            next(long)
+            calls = {
+                "Generate": lambda: list(stub.Generate(studio_pb2.GenerateRequest(prompt="refused-1", steps=2),
+                                                       timeout=10)),
+                "SubmitGenerate": lambda: stub.SubmitGenerate(studio_pb2.GenerateRequest(prompt="refused-2",
+                                                                                         steps=2), timeout=10),
+                "GenerateBatch": lambda: stub.GenerateBatch(studio_pb2.GenerateBatchRequest(
+                    requests=[studio_pb2.GenerateRequest(prompt="refused-3", steps=2)]), timeout=10),
+            }
+            for name, call in calls.items():
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, name
+                retry = error_details_pb2.RetryInfo()
+                assert any(d.Unpack(retry) for d in _details(info.value).details), name
+                assert retry.retry_delay.ToNanoseconds() > 0
+            long.cancel()
+            assert not {"refused-1", "refused-2", "refused-3"} & set(text._cache)
+            # the ticket comes back when the cancelled call ends: a submit is accepted again and completes
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    op = stub.SubmitGenerate(studio_pb2.GenerateRequest(prompt="ok", steps=2, height=64, width=64),
+                                             timeout=10)
+                    break
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+                    time.sleep(0.2)
+            assert op.name.startswith("operations/")
+    finally:
+        s.stop()
+
+
+def test_operations_are_kept_until_done_and_their_ttl_passed():
+    async def scenario():
+        ops = Operations(max_operations=2, ttl_s=0.5)
+        release = asyncio.Event()
+
+        async def job(wait: bool):
+            if wait:
+                await release.wait()
+            yield studio_pb2.GenerateResult(request_id="r")
+
+        a = ops.start("a", job(True))  # running: never dropped
+        b = ops.start("b", job(False))
+        await asyncio.sleep(0.05)  # b is done now, but within its TTL
+        with pytest.raises(ResourceExhausted) as info:
+            ops.start("c", job(False))
+        assert 0 < info.value.retry_after_s <= 0.5
+        assert ops.get(a.name) and ops.get(b.name).done
+        await asyncio.sleep(0.5)
+        c = ops.start("c", job(False))  # b's TTL passed: b makes room, a (running) stays
+        assert ops.get(a.name) and ops.get(c.name)
+        with pytest.raises(Exception, match="no such operation"):
+            ops.get(b.name)
+        release.set()
+        await ops.close()
+
+    asyncio.run(scenario())
+
+
+def test_request_ids_are_made_safe():
+    assert logs.safe_request_id("abc-123_x.y") == "abc-123_x.y"
+    forged = logs.safe_request_id("id\n2026-12-02 INFO forged line é")
+    assert forged.isascii() and "\n" not in forged and " " not in forged
+    long = logs.safe_request_id("x" * 10_000)
+    assert len(long) == logs.MAX_REQUEST_ID_CHARS and long != logs.safe_request_id("x" * 10_001)
+
+
+def test_odd_request_ids_cannot_forge_log_lines_or_break_the_call(channel):
+    buf = io.StringIO()
+    handler = logging.StreamHandler(buf)  # the text format `ldm3d serve` uses, on the server's own thread
+    handler.addFilter(logs.RequestIdFilter())
+    handler.setFormatter(logs.TextFormatter("%(levelname)s %(name)s [%(request_id)s] %(message)s"))
+    logger = logging.getLogger("ldm3d")
+    old_level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        stub = studio_pb2_grpc.StudioStub(channel)
+        rid = "evil\nERROR forged-é-" + "y" * 5000
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.Generate(studio_pb2.GenerateRequest(prompt="", request_id=rid), timeout=10))
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # the prompt, not the id, is what is wrong
+        logging.getLogger("ldm3d.test").info("a message with\na line break")
+        deadline = time.monotonic() + 5
+        while "[evil_ERROR_forged-" not in buf.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)  # the call's log line is written by the server thread as the call ends
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    lines = buf.getvalue().splitlines()
+    assert not [ln for ln in lines if ln.startswith("ERROR forged") or ln.startswith("a line break")]
+    mine = [ln for ln in lines if "[evil_ERROR_forged-" in ln]
+    assert mine, lines
+    for ln in mine:
+        rid_logged = ln.split("[", 1)[1].split("]", 1)[0]
+        assert len(rid_logged) <= logs.MAX_REQUEST_ID_CHARS and rid_logged.isascii()
+
+
+def test_huge_values_are_not_echoed_whole(channel):
+    """An error about a 1 MB value stays short (it travels in headers, limited to 8 KiB)."""
+    stub = studio_pb2_grpc.StudioStub(channel)
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Generate(studio_pb2.GenerateRequest(prompt="x", scheduler="s" * 1_000_000), timeout=10))
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert len(info.value.details()) < 1100
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Generate(studio_pb2.GenerateRequest(prompt="x", model="m" * 1_000_000), timeout=10))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and len(info.value.details()) < 1100
+
+
+def test_client_cancellation_is_not_logged_as_an_error(channel, caplog):
+    caplog.set_level(logging.INFO)
+    stub = studio_pb2_grpc.StudioStub(channel)
+    stream = stub.Generate(studio_pb2.GenerateRequest(prompt="long", steps=400, height=64, width=64), timeout=60)
+    next(stream)
+    stream.cancel()
+    with pytest.raises(grpc.RpcError) as info:
+        stub.GenerateBatch(studio_pb2.GenerateBatchRequest(
+            requests=[studio_pb2.GenerateRequest(prompt="long", steps=400, height=64, width=64)]), timeout=0.5)
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(1.0)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]
