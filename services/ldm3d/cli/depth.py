@@ -186,7 +186,7 @@ def _depth(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- ldm3d export-depth
 def _export_depth(args: argparse.Namespace) -> int:
-    from ..repository.depth_export import export_depth_checkpoint
+    from ..export import export_depth_checkpoint
 
     _quiet_transformers()
     r = export_depth_checkpoint(

@@ -57,7 +57,7 @@ class LDM3DPipeline:
     def from_repository(cls, repository: str | Path, runtime: str = "embedded", triton_url: str | None = None,
                         version: int | None = None, **options) -> LDM3DPipeline:
         """Models from a Triton model repository, run by the embedded ONNX Runtime or a Triton server."""
-        from ..repository import spec_from_repository
+        from .spec import spec_from_repository
 
         spec = spec_from_repository(repository, version)
         rt = create_runtime(runtime, repository=repository, triton_url=triton_url, **options)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec import DEPTH_MAX
+from ..codec import DEPTH_MAX, check_same_size
 from ..errors import InvalidArgument, invalid
 
 DEPTH_MAPPINGS = ("linear", "disparity")
@@ -156,12 +156,7 @@ def prepare_panorama(
     field of view ``hfov_deg`` looking forward and reprojects it onto the matching cap of the sphere (the rest of the
     sphere is empty); ``auto`` picks ``equirect`` for 2:1 images and ``cap`` otherwise.
     """
-    if rgb.shape[:2] != depth.shape:
-        raise InvalidArgument(
-            f"rgb is {rgb.shape[1]}x{rgb.shape[0]} but depth is {depth.shape[1]}x{depth.shape[0]}: "
-            "give an RGB image and a depth map of the same size",
-            field="depth",
-        )
+    check_same_size(rgb, depth)
     if projection not in PROJECTIONS:
         raise invalid("projection", projection, f"use one of {', '.join(PROJECTIONS)}")
     h, w = depth.shape

@@ -33,7 +33,7 @@ from ..evaluation import DepthMetrics, aligned_depth, depth_metrics
 from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED
 from ..v1 import common_pb2, depth_pb2_grpc
 from ..v1 import depth_pb2 as pb
-from . import tensors
+from ..wire import tensors
 from .config import ServeConfig
 
 DEFAULT_REFERENCE_SCALE_U16 = 1e-3  # 16-bit reference maps are millimetres unless the request says otherwise

@@ -73,7 +73,7 @@ class ModelRegistry:
             from ..repository import ModelRepository
 
             # the U-Net's served versions: the weights that fine-tuning publishes (a version number takes that
-            # version of all four models, see ldm3d.repository.spec_from_repository)
+            # version of all four models, see ldm3d.pipeline.spec.spec_from_repository)
             found |= {str(v) for v in ModelRepository(self.cfg.repository).served_versions("unet")}
         return sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
 
@@ -106,7 +106,7 @@ class ModelRegistry:
                 for model, v in spec.versions.items():
                     pipe.runtime.metadata(model, v)
             else:
-                from ..repository import spec_from_repository
+                from ..pipeline.spec import spec_from_repository
 
                 pipe, spec = None, spec_from_repository(cfg.repository, version)
             name = cfg.model_name or "ldm3d"

@@ -17,9 +17,9 @@ from google.protobuf import timestamp_pb2
 
 from ..errors import Cancelled, NotFound, ResourceExhausted
 from ..v1 import studio_pb2 as pb
-from . import tensors
+from ..wire import tensors
+from ..wire.status import status_proto
 from .stages import Step
-from .status import status_proto
 
 PREFIX = "operations/"
 

@@ -38,7 +38,8 @@ from google.protobuf import empty_pb2
 from ..errors import Cancelled, FailedPrecondition, InvalidArgument, LDM3DError, ResourceExhausted, invalid
 from ..v1 import renderer_pb2 as pb
 from ..v1 import renderer_pb2_grpc
-from . import operations, tensors
+from ..wire import tensors
+from . import operations
 from .config import ServeConfig
 from .stages import Step
 

@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipeline import EncodedText, GenerateParams
 from .. import codec
-from . import metrics, tensors
+from ..pipeline import EncodedText, GenerateParams
+from ..wire import tensors
+from . import metrics
 from .admission import Admission
 from .models import ServedModel
 

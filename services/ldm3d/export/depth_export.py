@@ -5,7 +5,7 @@
     ldm3d depth --repository model_repository --repository-model depth_reference a.png --out reference/
 
 The checkpoint's ``model_type`` picks the model name (``dpt`` → ``depth_estimator``, ``zoedepth`` →
-``depth_reference``, shared DESIGN.md §2). Publishing is :func:`ldm3d.repository.export.publish_version`: staging
+``depth_reference``, shared DESIGN.md §2). Publishing is :func:`ldm3d.export.export.publish_version`: staging
 folder, ONNX Runtime vs torch on inputs of another batch size and spatial size than traced, config.pbtxt, manifest,
 atomic rename. The version folder also holds the checkpoint's ``config.json`` and ``preprocessor_config.json``, so
 :func:`ldm3d.evaluation.depth_models.load_depth_model_from_repository` needs nothing but the repository.
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidArgument
+from ..repository.layout import ModelRepository
 from .export import OPSET, ExportResult, publish_version
-from .layout import ModelRepository
 
 # the checkpoint files stored with each version (both are small JSON files)
 DEPTH_ASSETS = ("config.json", "preprocessor_config.json")

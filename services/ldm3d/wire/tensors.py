@@ -88,6 +88,16 @@ def read_depth(image: pb.Image, field: str) -> np.ndarray:
     raise invalid(field, None, "set png (a 16-bit grayscale PNG) or array (uint16 [H, W])")
 
 
+def read_rgbd(image: pb.RGBD, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """``RGBD`` → (rgb ``uint8 [H, W, 3]``, depth ``uint16 [H, W]``), both set and of the same size."""
+    if not image.HasField("rgb") or not image.HasField("depth"):
+        raise invalid(field, None, f"set both {field}.rgb (8-bit) and {field}.depth (16-bit) of the same size")
+    rgb = read_rgb(image.rgb, f"{field}.rgb")
+    depth = read_depth(image.depth, f"{field}.depth")
+    codec.check_same_size(rgb, depth, f"{field}.depth")
+    return rgb, depth
+
+
 def rgbd(rgb: np.ndarray, depth: np.ndarray, raw: bool) -> pb.RGBD:
     """RGB ``uint8 [H, W, 3]`` + depth ``uint16 [H, W]`` → ``RGBD`` as PNGs (8-bit, 16-bit) or raw arrays."""
     if raw:
