@@ -25,7 +25,6 @@ Errors arrive as the typed :mod:`ldm3d.errors` the server raised (``InvalidArgum
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,8 +39,8 @@ from .pipeline import GenerateParams, GenerateResult
 from .v1 import (common_pb2, depth_pb2, depth_pb2_grpc, renderer_pb2, renderer_pb2_grpc, studio_pb2,
                  studio_pb2_grpc)
 from .wire import ids, status, tensors
+from .wire import render as render_wire
 from .wire.generate import from_result, to_request
-from .wire.render import CAMERA_PATHS, MESH_FORMATS
 
 OnStep = Callable[[int, int, float], None]
 OnProgress = Callable[[int, int, str], None]
@@ -172,26 +171,8 @@ class StudioClient:
         """Start a render job (``ldm3d render``'s options, e.g. ``ods=True, seconds=2, fps=12, stereo=True``);
         returns the operation's name. ``path``: orbit, dolly, look-around or a list of keyframe dicts;
         ``files=True`` writes the artifacts on the server (its --render-output-dir, subfolder ``output_dir``)."""
-        req = renderer_pb2.RenderRequest(
-            request_id=request_id or ids.new_request_id(), output_dir=output_dir,
-            panorama=tensors.rgbd(rgb, depth, raw=True),
-            delivery=renderer_pb2.ARTIFACT_DELIVERY_FILES if files else renderer_pb2.ARTIFACT_DELIVERY_BYTES,
-            mesh_formats=[MESH_FORMATS.get(m, renderer_pb2.MESH_FORMAT_UNSPECIFIED) for m in meshes])
-        if isinstance(path, (list, tuple)):
-            req.path, req.keyframes_json = renderer_pb2.CAMERA_PATH_KEYFRAMES, json.dumps(list(path))
-        elif path is not None:
-            if path not in CAMERA_PATHS:
-                raise ValueError(f"path={path!r}: use one of {', '.join(CAMERA_PATHS)} or a list of keyframes")
-            req.path = CAMERA_PATHS[path]
-        if size is not None:
-            req.width, req.height = size
-        if eye_size is not None:
-            req.eye_width, req.eye_height = eye_size
-        fields = renderer_pb2.RenderRequest.DESCRIPTOR.fields_by_name
-        for name, value in options.items():
-            if name not in fields or name in ("panorama", "delivery", "mesh_formats", "keyframes_json"):
-                raise TypeError(f"submit_render() got an unexpected option {name!r}")
-            setattr(req, name, value)
+        req = render_wire.to_request(rgb, depth, path=path, size=size, eye_size=eye_size, meshes=meshes, files=files,
+                                     output_dir=output_dir, request_id=request_id, **options)
         return self._call(self._renderer.Submit, req).name
 
     def get_render(self, name: str) -> operations_pb2.Operation:

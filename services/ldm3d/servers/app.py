@@ -98,7 +98,8 @@ class Server:
         if "depth-evaluator" in services and not self._forwarded("depth-evaluator"):
             depth_models = await asyncio.to_thread(load_depth_models, cfg)
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
-        stages = Stages(Admission(cfg.max_running, cfg.max_queued)) if needs_weights else None
+        admission = Admission(cfg.max_running, cfg.max_queued, metrics=metrics.SAMPLER_ADMISSION)
+        stages = Stages(admission) if needs_weights else None
         if stages is not None:
             self._cleanup.append(stages.close)
         add = {

@@ -90,7 +90,7 @@ class ModelRegistry:
 
             folder = resolve_checkpoint(cfg.checkpoint)
             if self.load_weights:
-                pipe = LDM3DPipeline.from_checkpoint(folder)
+                pipe = LDM3DPipeline.from_checkpoint(folder, text_cache_size=cfg.text_cache_size)
                 spec = pipe.spec
             else:
                 pipe, spec = None, PipelineSpec.from_checkpoint(folder)
@@ -99,7 +99,8 @@ class ModelRegistry:
         else:
             if self.load_weights:
                 pipe = LDM3DPipeline.from_repository(cfg.repository, runtime=cfg.runtime, triton_url=cfg.triton_url,
-                                                     version=version, **cfg.runtime_options)
+                                                     version=version, text_cache_size=cfg.text_cache_size,
+                                                     **cfg.runtime_options)
                 spec = pipe.spec
                 # load (and, embedded, sha256-verify) every model now: a corrupted file fails the start or the
                 # version's first request, never a generation half-way
