@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidArgument
+from ..models import hub
 from ..repository.layout import ModelRepository
 from .export import OPSET, ExportResult, publish_version
 
@@ -61,8 +62,8 @@ def export_depth_checkpoint(
     if src.is_dir() and not (src / "config.json").is_file() and (src / "model_index.json").is_file():
         raise InvalidArgument(
             f"model={str(checkpoint)!r} is a diffusers pipeline (model_index.json), not a depth checkpoint: export "
-            "it with `ldm3d export`; `ldm3d export-depth` takes DPT (Intel/dpt-large) or ZoeDepth "
-            "(Intel/zoedepth-nyu) folders or hub ids",
+            f"it with `ldm3d export`; `ldm3d export-depth` takes DPT ({hub.DPT}) or ZoeDepth ({hub.ZOEDEPTH}) "
+            "folders or hub ids",
             field="model",
         )
     kind = depth_models.depth_kind(str(checkpoint))
