@@ -148,16 +148,7 @@ def check_spec(spec: RenderSpec, limits: RenderLimits = RenderLimits()) -> str:
         )
     if not (spec.ods or spec.mono360 or spec.path is not None or spec.meshes):
         raise invalid("ods", False, "ask for at least one output: ods, mono360, a path or meshes")
-    projection = check_panorama(
-        w,
-        h,
-        projection=spec.projection,
-        cap_hfov=spec.cap_hfov,
-        depth_mapping=spec.depth_mapping,
-        depth_strength=spec.depth_strength,
-        radius=spec.radius,
-        edge_threshold=spec.edge_threshold,
-    )
+    projection = check_panorama(w, h, cap_hfov=spec.cap_hfov, **_geometry(spec))
     if spec.ipd < 0 or spec.ipd >= spec.radius:
         raise invalid("ipd", spec.ipd, f"use 0 <= ipd < radius ({spec.radius} m); 0.064 is a typical adult")
     if spec.eye_size is not None:
@@ -380,13 +371,16 @@ def render_job(
 def panorama_for(spec: RenderSpec) -> Panorama:
     """The displaced sphere a spec describes (for callers that render frames themselves)."""
     return prepare_panorama(
-        spec.rgb,
-        spec.depth,
-        projection=spec.projection,
-        hfov_deg=spec.cap_hfov,
-        depth_mapping=spec.depth_mapping,
-        depth_strength=spec.depth_strength,
-        normalize_depth=spec.normalize_depth,
-        radius=spec.radius,
-        edge_threshold=spec.edge_threshold,
+        spec.rgb, spec.depth, hfov_deg=spec.cap_hfov, normalize_depth=spec.normalize_depth, **_geometry(spec)
     )
+
+
+def _geometry(spec: RenderSpec) -> dict:
+    """The spec's geometry, as :func:`~.geometry.check_panorama` and :func:`~.geometry.prepare_panorama` take it."""
+    return {
+        "projection": spec.projection,
+        "depth_mapping": spec.depth_mapping,
+        "depth_strength": spec.depth_strength,
+        "radius": spec.radius,
+        "edge_threshold": spec.edge_threshold,
+    }

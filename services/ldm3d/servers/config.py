@@ -11,6 +11,7 @@ instead.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -31,8 +32,10 @@ class _Opt:
     choices: tuple | None = None
 
 
-def _option(flag: str, env: str, parse: Callable[[str], Any], default: Any, help: str, choices: tuple | None = None):
-    """A :class:`ServeConfig` field with its flag, environment variable, parser and help: its one declaration."""
+def _option(parse: Callable[[str], Any], default: Any, help: str, *, flag: str = "", env: str = "",
+            choices: tuple | None = None):
+    """A :class:`ServeConfig` field's one declaration: its parser, default and help. The flag is ``--`` + the field
+    name with dashes and the variable ``LDM3D_`` + the name in capitals unless given (filled in below the class)."""
     return field(default=default, metadata={"option": _Opt(flag, env, parse, help, choices)})
 
 
@@ -82,105 +85,58 @@ class ServeConfig:
     """Everything one serving process needs: each field is one option (flag, variable, meaning: ``--help``)."""
 
     service: str = "all"
-    checkpoint: str | None = _option(
-        "--checkpoint", "LDM3D_CHECKPOINT", str, None,
+    checkpoint: str | None = _option(str, None,
         "diffusers LDM3D checkpoint folder, run with torch (e.g. one from `ldm3d make-tiny-model`)")
-    repository: str | None = _option(
-        "--repository", "LDM3D_REPOSITORY", str, None,
-        "Triton model repository (`ldm3d export`), run by --runtime")
-    runtime: str = _option(
-        "--runtime", "LDM3D_RUNTIME", str, "embedded",
-        "runtime for --repository", ("embedded", "triton"))
-    triton_url: str | None = _option(
-        "--triton-url", "LDM3D_TRITON_URL", _target, None,
-        "Triton gRPC endpoint for --runtime triton")
-    model_name: str | None = _option(
-        "--model-name", "LDM3D_MODEL_NAME", str, None,
+    repository: str | None = _option(str, None, "Triton model repository (`ldm3d export`), run by --runtime")
+    runtime: str = _option(str, "embedded", "runtime for --repository", choices=("embedded", "triton"))
+    triton_url: str | None = _option(_target, None, "Triton gRPC endpoint for --runtime triton")
+    model_name: str | None = _option(str, None,
         "the name clients use (default: the checkpoint folder's name, or 'ldm3d' for a repository)")
-    host: str = _option(
-        "--host", "LDM3D_HOST", str, "0.0.0.0",
-        "address to listen on")
-    port: int = _option(
-        "--port", "LDM3D_PORT", _port, 50051,
-        "gRPC port (0: any free port, printed at start)")
-    metrics_port: int | None = _option(
-        "--metrics-port", "LDM3D_METRICS_PORT", _metrics_port, 9464,
+    host: str = _option(str, "0.0.0.0", "address to listen on")
+    port: int = _option(_port, 50051, "gRPC port (0: any free port, printed at start)")
+    metrics_port: int | None = _option(_metrics_port, 9464,
         "Prometheus /metrics HTTP port (0: any free port; off: none)")
-    max_message_mb: int = _option(
-        "--max-message-mb", "LDM3D_MAX_MESSAGE_MB", _positive_int, 64,
+    max_message_mb: int = _option(_positive_int, 64,
         "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)")
-    grace_s: float = _option(
-        "--grace", "LDM3D_GRACE_S", _positive_float, 30.0,
-        "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled")
-    max_running: int = _option(
-        "--max-running", "LDM3D_MAX_RUNNING", _positive_int, 1,
-        "sampling jobs run at once (each uses every CPU core or the GPU)")
-    max_queued: int = _option(
-        "--max-queued", "LDM3D_MAX_QUEUED", _non_negative_int, 32,
+    grace_s: float = _option(_positive_float, 30.0,
+        "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled", flag="--grace")
+    max_running: int = _option(_positive_int, 1, "sampling jobs run at once (each uses every CPU core or the GPU)")
+    max_queued: int = _option(_non_negative_int, 32,
         "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
-    intra_op_threads: int | None = _option(
-        "--intra-op-threads", "LDM3D_INTRA_OP_THREADS", _positive_int, None,
-        "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else one per core of the "
-        "node; in a container set it to the CPU limit)")
-    text_cache_size: int = _option(
-        "--text-cache-size", "LDM3D_TEXT_CACHE_SIZE", _non_negative_int, 256,
-        "prompts kept in the text encoder's LRU cache")
-    text_encoder_url: str | None = _option(
-        "--text-encoder-url", "LDM3D_TEXT_ENCODER_URL", _target, None,
-        "gateway: the TextEncoder service (default: in-process)")
-    sampler_url: str | None = _option(
-        "--sampler-url", "LDM3D_SAMPLER_URL", _target, None,
-        "gateway: the DiffusionSampler service (default: in-process)")
-    autoencoder_url: str | None = _option(
-        "--autoencoder-url", "LDM3D_AUTOENCODER_URL", _target, None,
-        "gateway: the RGBDAutoencoder service (default: in-process)")
-    depth_evaluator_url: str | None = _option(
-        "--depth-evaluator-url", "LDM3D_DEPTH_EVALUATOR_URL", _target, None,
+    intra_op_threads: int | None = _option(_positive_int, None,
+        "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else one per core of the node;"
+        " in a container set it to the CPU limit)")
+    text_cache_size: int = _option(_non_negative_int, 256, "prompts kept in the text encoder's LRU cache")
+    text_encoder_url: str | None = _option(_target, None, "gateway: the TextEncoder service (default: in-process)")
+    sampler_url: str | None = _option(_target, None, "gateway: the DiffusionSampler service (default: in-process)")
+    autoencoder_url: str | None = _option(_target, None, "gateway: the RGBDAutoencoder service (default: in-process)")
+    depth_evaluator_url: str | None = _option(_target, None,
         "gateway: forward DepthEvaluator calls to this service (default: in-process)")
-    renderer_url: str | None = _option(
-        "--renderer-url", "LDM3D_RENDERER_URL", _target, None,
+    renderer_url: str | None = _option(_target, None,
         "gateway: forward PanoramaRenderer calls to this service (default: in-process)")
-    downstream_timeout_s: float = _option(
-        "--downstream-timeout", "LDM3D_DOWNSTREAM_TIMEOUT_S", _positive_float, 600.0,
-        "gateway: deadline of a downstream call when the client set none (seconds)")
-    max_operations: int = _option(
-        "--max-operations", "LDM3D_MAX_OPERATIONS", _positive_int, 256,
+    downstream_timeout_s: float = _option(_positive_float, 600.0,
+        "gateway: deadline of a downstream call when the client set none (seconds)", flag="--downstream-timeout")
+    max_operations: int = _option(_positive_int, 256,
         "gateway: long-running operations remembered (the oldest finished ones are forgotten)")
-    depth_model: str | None = _option(
-        "--depth-model", "LDM3D_DEPTH_MODEL", str, None,
-        "DepthEvaluator.Estimate's DPT checkpoint: a folder in the hub layout or a hub id (e.g. Intel/dpt-large; "
-        "`ldm3d make-tiny-depth-model DIR --kind dpt` for tests)")
-    reference_model: str | None = _option(
-        "--reference-model", "LDM3D_REFERENCE_MODEL", str, None,
+    depth_model: str | None = _option(str, None,
+        "DepthEvaluator.Estimate's DPT checkpoint: a folder in the hub layout or a hub id (e.g. Intel/dpt-large; `ldm3d"
+        " make-tiny-depth-model DIR --kind dpt` for tests)")
+    reference_model: str | None = _option(str, None,
         "DepthEvaluator.Evaluate's metric reference for RGB input: a ZoeDepth checkpoint (e.g. Intel/zoedepth-nyu)")
-    render_output_dir: str | None = _option(
-        "--render-output-dir", "LDM3D_RENDER_OUTPUT_DIR", str, None,
+    render_output_dir: str | None = _option(str, None,
         "renderer: folder for ARTIFACT_DELIVERY_FILES jobs, one subfolder per job (default: none, files delivery is "
         "refused)")
-    render_max_running: int = _option(
-        "--render-max-running", "LDM3D_RENDER_MAX_RUNNING", _positive_int, 1,
-        "renderer: jobs rendering at once (each uses every CPU core)")
-    render_max_queued: int = _option(
-        "--render-max-queued", "LDM3D_RENDER_MAX_QUEUED", _non_negative_int, 8,
+    render_max_running: int = _option(_positive_int, 1, "renderer: jobs rendering at once (each uses every CPU core)")
+    render_max_queued: int = _option(_non_negative_int, 8,
         "renderer: jobs that may wait; beyond them Submit is RESOURCE_EXHAUSTED")
-    render_max_input_pixels: int = _option(
-        "--render-max-input-pixels", "LDM3D_RENDER_MAX_INPUT_PIXELS", _positive_int, 8192 * 4096,
-        "renderer: largest input panorama, pixels")
-    render_max_eye_pixels: int = _option(
-        "--render-max-eye-pixels", "LDM3D_RENDER_MAX_EYE_PIXELS", _positive_int, 8192 * 4096,
-        "renderer: largest eye of a 360 still, pixels")
-    render_max_frame_pixels: int = _option(
-        "--render-max-frame-pixels", "LDM3D_RENDER_MAX_FRAME_PIXELS", _positive_int, 3840 * 2160,
+    render_max_input_pixels: int = _option(_positive_int, 8192 * 4096, "renderer: largest input panorama, pixels")
+    render_max_eye_pixels: int = _option(_positive_int, 8192 * 4096, "renderer: largest eye of a 360 still, pixels")
+    render_max_frame_pixels: int = _option(_positive_int, 3840 * 2160,
         "renderer: largest video frame (per eye), pixels")
-    render_max_frames: int = _option(
-        "--render-max-frames", "LDM3D_RENDER_MAX_FRAMES", _positive_int, 3600,
-        "renderer: most frames in one video (seconds x fps)")
-    render_max_video360_pixels: int = _option(
-        "--render-max-video360-pixels", "LDM3D_RENDER_MAX_VIDEO360_PIXELS", _positive_int, 4096 * 2048,
+    render_max_frames: int = _option(_positive_int, 3600, "renderer: most frames in one video (seconds x fps)")
+    render_max_video360_pixels: int = _option(_positive_int, 4096 * 2048,
         "renderer: largest eye of a 360 video frame, pixels")
-    log_format: str = _option(
-        "--log-format", "LDM3D_LOG_FORMAT", str, "text",
-        "log lines as text or JSON", ("text", "json"))
+    log_format: str = _option(str, "text", "log lines as text or JSON", choices=("text", "json"))
 
     def __post_init__(self):
         if self.service not in SERVICES:
@@ -252,7 +208,11 @@ class ServeConfig:
 
 
 # field name → option, in declaration order
-OPTIONS: dict[str, _Opt] = {f.name: f.metadata["option"] for f in fields(ServeConfig) if "option" in f.metadata}
+OPTIONS: dict[str, _Opt] = {
+    f.name: dataclasses.replace(o, flag=o.flag or "--" + f.name.replace("_", "-"),
+                                env=o.env or "LDM3D_" + f.name.upper())
+    for f in fields(ServeConfig) if (o := f.metadata.get("option"))
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
