@@ -76,8 +76,7 @@ class StudioClient:
             for msg in stream:
                 if msg.HasField("progress"):
                     if on_step is not None:
-                        p = msg.progress
-                        on_step(p.step, p.total, p.elapsed.ToNanoseconds() / 1e9)
+                        on_step(*tensors.from_progress(msg.progress))
                 else:
                     return from_result(msg.result)
         except grpc.RpcError as err:

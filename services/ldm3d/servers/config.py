@@ -18,7 +18,9 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..render.job import RenderLimits
 
+_LIMITS = RenderLimits()  # the render library's limits are the renderer's defaults
 SERVICES = ("all", "gateway", "text-encoder", "sampler", "autoencoder", "depth-evaluator", "renderer")
 MODEL_SERVICES = {"all", "gateway", "text-encoder", "sampler", "autoencoder"}
 
@@ -129,12 +131,15 @@ class ServeConfig:
     render_max_running: int = _option(_positive_int, 1, "renderer: jobs rendering at once (each uses every CPU core)")
     render_max_queued: int = _option(_non_negative_int, 8,
         "renderer: jobs that may wait; beyond them Submit is RESOURCE_EXHAUSTED")
-    render_max_input_pixels: int = _option(_positive_int, 8192 * 4096, "renderer: largest input panorama, pixels")
-    render_max_eye_pixels: int = _option(_positive_int, 8192 * 4096, "renderer: largest eye of a 360 still, pixels")
-    render_max_frame_pixels: int = _option(_positive_int, 3840 * 2160,
+    render_max_input_pixels: int = _option(_positive_int, _LIMITS.max_input_pixels,
+        "renderer: largest input panorama, pixels")
+    render_max_eye_pixels: int = _option(_positive_int, _LIMITS.max_eye_pixels,
+        "renderer: largest eye of a 360 still, pixels")
+    render_max_frame_pixels: int = _option(_positive_int, _LIMITS.max_frame_pixels,
         "renderer: largest video frame (per eye), pixels")
-    render_max_frames: int = _option(_positive_int, 3600, "renderer: most frames in one video (seconds x fps)")
-    render_max_video360_pixels: int = _option(_positive_int, 4096 * 2048,
+    render_max_frames: int = _option(_positive_int, _LIMITS.max_frames,
+        "renderer: most frames in one video (seconds x fps)")
+    render_max_video360_pixels: int = _option(_positive_int, _LIMITS.max_video360_pixels,
         "renderer: largest eye of a 360 video frame, pixels")
     log_format: str = _option(str, "text", "log lines as text or JSON", choices=("text", "json"))
 
@@ -166,10 +171,8 @@ class ServeConfig:
         return {}
 
     @property
-    def render_limits(self):
+    def render_limits(self) -> RenderLimits:
         """The renderer's :class:`~ldm3d.render.RenderLimits` from the ``render_max_*`` options."""
-        from ..render import RenderLimits
-
         return RenderLimits(
             max_input_pixels=self.render_max_input_pixels, max_eye_pixels=self.render_max_eye_pixels,
             max_frame_pixels=self.render_max_frame_pixels, max_frames=self.render_max_frames,

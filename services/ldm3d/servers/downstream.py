@@ -105,11 +105,11 @@ class RemoteStages:
         try:
             async for msg in stream:
                 if msg.HasField("progress"):
-                    yield Step(msg.progress.step, msg.progress.total, msg.progress.elapsed.ToNanoseconds() / 1e9)
+                    yield Step(*tensors.from_progress(msg.progress))
                 else:
                     r = msg.result
                     latents = tensors.from_tensor(r.latents, "latents", dtype="float32")
-                    yield Sampled(latents, r.queued.ToNanoseconds() / 1e9, r.sampling.ToNanoseconds() / 1e9)
+                    yield Sampled(latents, tensors.seconds(r.queued), tensors.seconds(r.sampling))
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, f"DiffusionSampler at {self.targets['sampler']}") from None
         finally:

@@ -13,9 +13,9 @@ configured :class:`~ldm3d.render.RenderLimits`, keyframes), its errors renamed t
 output folder. Bad input fails the ``Submit`` call itself. The job then runs :func:`~ldm3d.render.render_job` in a
 worker thread (:func:`.jobs.stream_in_thread`; ``--render-max-running`` at once, ``--render-max-queued`` waiting,
 :class:`.admission.Admission`) and its progress (units done/total and what the last unit was) becomes the
-operation's ``RenderMetadata``. ``CancelOperation`` stops the job at its next unit (a still, a frame, a mesh); the library
-writes every file under a temporary name and renames it when complete, and a cancelled or failed files job's
-folder is removed, so nothing is left that looks finished. The operations store is the Studio's
+operation's ``RenderMetadata``. ``CancelOperation`` stops the job at its next unit (a still, a frame, a mesh);
+the library writes every file under a temporary name and renames it when complete, and a cancelled or failed files
+job's folder is removed, so nothing is left that looks finished. The operations store is the Studio's
 (:mod:`.operations`), holding ``RenderMetadata`` instead of ``GenerateMetadata``.
 """
 
@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from contextlib import aclosing
 from pathlib import Path, PurePosixPath
 
 from google.longrunning import operations_pb2
@@ -37,44 +37,13 @@ from ..v1 import renderer_pb2 as pb
 from ..v1 import renderer_pb2_grpc
 from ..wire import render as wire
 from ..wire.ids import new_request_id
-from . import operations
+from .operations import RenderOperations, RenderStep
 from .admission import Admission
 from .config import ServeConfig
 from .jobs import Finished, stream_in_thread
-from .stages import Step
 
-PREFIX = "renders/"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _MESSAGE_MARGIN = 1 << 20  # room for the Operation's other fields around the artifact bytes
-
-
-@dataclass(frozen=True)
-class RenderStep(Step):
-    """One finished unit of a render job (a :class:`Step`, so the operations store records it as progress)."""
-
-    message: str = ""
-
-
-class _RenderOp(operations._Op):
-    """An operation whose metadata is a ``RenderMetadata`` (same state/progress/time fields, plus a message)."""
-
-    def __init__(self, name: str, request_id: str):
-        super().__init__(name, request_id)
-        g = self.meta
-        self.meta = pb.RenderMetadata(request_id=request_id, state=g.state, create_time=g.create_time,
-                                      update_time=g.update_time)
-
-    def touch(self, state=None, step: Step | None = None):
-        super().touch(state, step)
-        if isinstance(step, RenderStep):
-            self.meta.message = step.message
-
-
-class RenderOperations(operations.Operations):
-    """The Studio's operations store, naming render jobs ``renders/<request id>``."""
-
-    prefix = PREFIX
-    op_class = _RenderOp
 
 
 class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
@@ -149,13 +118,14 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
                     except LDM3DError as exc:
                         raise renamed(exc, fields) from None
 
-                async for event in stream_in_thread(self._pool, work):
-                    if isinstance(event, Finished):
-                        result = self._to_proto(request_id, event.value)
-                        ok = True
-                        yield result
-                    else:
-                        yield event
+                async with aclosing(stream_in_thread(self._pool, work)) as events:
+                    async for event in events:
+                        if isinstance(event, Finished):
+                            result = self._to_proto(request_id, event.value)
+                            ok = True
+                            yield result
+                        else:
+                            yield event
         finally:
             ticket.release()  # a job cancelled while still waiting for its slot
             if not ok and out_dir is not None:

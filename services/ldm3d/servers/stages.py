@@ -9,6 +9,7 @@ and its admission slot is held until it has.
 from __future__ import annotations
 
 import time
+from contextlib import aclosing
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -86,11 +87,13 @@ class Stages:
                 return sampler.sample(cond, uncond, params, on_step=on_step, should_stop=stopped,
                                       init_latents=init_latents)
 
-            async for event in stream_in_thread(self._sampling, work):
-                if isinstance(event, Finished):
-                    latents = event.value
-                else:
-                    yield event
+            # aclosing: however this generator ends, the thread has stopped before the slot is released
+            async with aclosing(stream_in_thread(self._sampling, work)) as events:
+                async for event in events:
+                    if isinstance(event, Finished):
+                        latents = event.value
+                    else:
+                        yield event
         yield Sampled(latents, t_start - t_arrive, time.perf_counter() - t_start)
 
     def close(self) -> None:

@@ -117,8 +117,17 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
+def seconds(d: duration_pb2.Duration) -> float:
+    return d.ToNanoseconds() / 1e9
+
+
 def progress(step: int, total: int, elapsed_s: float) -> pb.Progress:
     return pb.Progress(step=step, total=total, elapsed=duration(elapsed_s))
+
+
+def from_progress(p: pb.Progress) -> tuple[int, int, float]:
+    """``Progress`` → ``(step, total, elapsed_s)``."""
+    return p.step, p.total, seconds(p.elapsed)
 
 
 def _check_png(data: bytes, field: str) -> None:
