@@ -20,6 +20,7 @@ from servers_helpers import ThreadServer
 
 from ldm3d.errors import ResourceExhausted
 from ldm3d.servers import logs
+from ldm3d.wire import ids
 from ldm3d.servers.operations import Operations
 from ldm3d.v1 import studio_pb2, studio_pb2_grpc
 
@@ -169,11 +170,11 @@ def test_operations_are_kept_until_done_and_their_ttl_passed():
 
 
 def test_request_ids_are_made_safe():
-    assert logs.safe_request_id("abc-123_x.y") == "abc-123_x.y"
-    forged = logs.safe_request_id("id\n2026-12-02 INFO forged line é")
+    assert ids.safe_request_id("abc-123_x.y") == "abc-123_x.y"
+    forged = ids.safe_request_id("id\n2026-12-02 INFO forged line é")
     assert forged.isascii() and "\n" not in forged and " " not in forged
-    long = logs.safe_request_id("x" * 10_000)
-    assert len(long) == logs.MAX_REQUEST_ID_CHARS and long != logs.safe_request_id("x" * 10_001)
+    long = ids.safe_request_id("x" * 10_000)
+    assert len(long) == ids.MAX_REQUEST_ID_CHARS and long != ids.safe_request_id("x" * 10_001)
 
 
 def test_odd_request_ids_cannot_forge_log_lines_or_break_the_call(channel):
@@ -204,7 +205,7 @@ def test_odd_request_ids_cannot_forge_log_lines_or_break_the_call(channel):
     assert mine, lines
     for ln in mine:
         rid_logged = ln.split("[", 1)[1].split("]", 1)[0]
-        assert len(rid_logged) <= logs.MAX_REQUEST_ID_CHARS and rid_logged.isascii()
+        assert len(rid_logged) <= ids.MAX_REQUEST_ID_CHARS and rid_logged.isascii()
 
 
 def test_huge_values_are_not_echoed_whole(channel):

@@ -13,15 +13,15 @@ import asyncio
 import inspect
 import logging
 import time
-import uuid
 
 import grpc
 
 from ..errors import InvalidArgument
+from ..wire.ids import REQUEST_ID_KEY, new_request_id, safe_request_id
+from ..wire.status import to_status
 from . import metrics
-from .logs import REQUEST_ID_KEY, request_id, safe_request_id
+from .logs import request_id
 from .security import OPEN_PREFIXES, ApiKeys
-from .status import to_status
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +102,11 @@ def _check_decoded(request, method: str):
 
 
 def _bind_request_id(request, header_id: str) -> str:
-    """The message's ``request_id``, else the metadata's, else a new one, made safe (:func:`.logs.safe_request_id`:
-    printable ASCII, bounded) and written back, so servicers echo, log and forward (as a header) only safe ids."""
+    """The message's ``request_id``, else the metadata's, else a new one, made safe
+    (:func:`ldm3d.wire.ids.safe_request_id`: printable ASCII, bounded) and written back, so servicers echo, log and
+    forward (as a header) only safe ids."""
     raw = getattr(request, "request_id", "") or header_id
-    rid = safe_request_id(raw) if raw else uuid.uuid4().hex
+    rid = safe_request_id(raw) if raw else new_request_id()
     if hasattr(request, "request_id") and request.request_id != rid:
         request.request_id = rid
     request_id.set(rid)

@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line (or plain text), each carrying the request id of the call it serves.
 
-The id travels in the ``x-request-id`` metadata (and the messages' ``request_id`` field); the interceptor puts it
+The id travels in the ``x-request-id`` metadata (:mod:`ldm3d.wire.ids`) (and the messages' ``request_id`` field); the interceptor puts it
 in :data:`request_id`, a context variable, so every log line of a call — including lines logged from the worker
 thread that runs the model (``asyncio.to_thread`` copies the context) — carries it.
 """
@@ -8,28 +8,11 @@ thread that runs the model (``asyncio.to_thread`` copies the context) — carrie
 from __future__ import annotations
 
 import contextvars
-import hashlib
 import json
 import logging
-import re
 import time
 
-REQUEST_ID_KEY = "x-request-id"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
-MAX_REQUEST_ID_CHARS = 128
-_UNSAFE = re.compile(r"[^A-Za-z0-9._~:@/+=-]")
-
-
-def safe_request_id(raw: str) -> str:
-    """A client's request id as the servers use it: printable ASCII without spaces (``[A-Za-z0-9._~:@/+=-]``, any
-    other character becomes ``_``), at most 128 characters (a longer id keeps its first 115 and ``-`` + 12 hex digits
-    of its SHA-256, so distinct long ids stay distinct). Safe as an HTTP/2 header, a log field and a file name part;
-    a line break can never forge a log line."""
-    safe = _UNSAFE.sub("_", raw)
-    if len(safe) > MAX_REQUEST_ID_CHARS or safe != raw and len(raw) > MAX_REQUEST_ID_CHARS:
-        digest = hashlib.sha256(raw.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-        safe = f"{safe[:MAX_REQUEST_ID_CHARS - 13]}-{digest}"
-    return safe
 
 
 class RequestIdFilter(logging.Filter):

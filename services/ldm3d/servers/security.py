@@ -1,5 +1,5 @@
-"""The front door's locks: TLS (optionally mutual) and API keys, for servers, the gateway's downstream calls and the
-client.
+"""The front door's locks on the server side: TLS (optionally mutual) and API keys (the client side, shared with the
+gateway's downstream channels, is :mod:`ldm3d.wire.auth`).
 
     ldm3d serve all --tls-cert server.pem --tls-key server.key [--tls-client-ca ca.pem] --api-keys keys.txt
     StudioClient("host:50051", tls_ca="ca.pem", api_key="...")
@@ -18,25 +18,16 @@ import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 import grpc
 
 from ..errors import InvalidArgument
+from ..wire.auth import AUTH_KEY, MAX_KEY_CHARS, parse_keys, read_file
 
 log = logging.getLogger(__name__)
 
-AUTH_KEY = "authorization"
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)  # callable without a key (Kubernetes probes)
 _RELOAD_CHECK_S = 2.0
-MAX_KEY_CHARS = 512
-
-
-def read_file(path: str, flag: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InvalidArgument(f"{flag} {path}: cannot read it ({exc.strerror or exc})", field=flag) from None
 
 
 def server_credentials(cert: str, key: str, client_ca: str | None = None) -> grpc.ServerCredentials:
@@ -47,39 +38,6 @@ def server_credentials(cert: str, key: str, client_ca: str | None = None) -> grp
             raise InvalidArgument(f"{flag}: not a PEM file with a {marker.decode().lower()}", field=flag)
     ca = read_file(client_ca, "--tls-client-ca") if client_ca else None
     return grpc.ssl_server_credentials([(private, chain)], root_certificates=ca, require_client_auth=ca is not None)
-
-
-def channel_credentials(ca: str | None, cert: str | None = None, key: str | None = None,
-                        flags: tuple[str, str, str] = ("--tls-ca", "--tls-cert", "--tls-key"),
-                        ) -> grpc.ChannelCredentials:
-    """TLS for a client: trust ``ca`` (None: the system's roots), present ``cert``/``key`` for mutual TLS."""
-    return grpc.ssl_channel_credentials(
-        root_certificates=read_file(ca, flags[0]) if ca else None,
-        private_key=read_file(key, flags[2]) if key else None,
-        certificate_chain=read_file(cert, flags[1]) if cert else None)
-
-
-def bearer(api_key: str | None) -> tuple[tuple[str, str], ...]:
-    """The metadata that carries ``api_key`` (empty without one)."""
-    if not api_key:
-        return ()
-    api_key = api_key.strip()
-    if not api_key.isascii() or not api_key.isprintable() or " " in api_key or len(api_key) > MAX_KEY_CHARS:
-        raise InvalidArgument(f"the API key must be printable ASCII without spaces, at most {MAX_KEY_CHARS} "
-                              "characters", field="api_key")
-    return ((AUTH_KEY, f"Bearer {api_key}"),)
-
-
-def read_api_key(path: str, flag: str) -> str:
-    """The first key of a key file (a gateway's own credential for its downstream services)."""
-    keys = _parse(read_file(path, flag).decode("utf-8", "replace"))
-    if not keys:
-        raise InvalidArgument(f"{flag} {path}: the file holds no key", field=flag)
-    return keys[0]
-
-
-def _parse(text: str) -> list[str]:
-    return [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
 
 
 def _digest(key: str) -> bytes:
@@ -110,7 +68,7 @@ class ApiKeys:
         stamp = (st.st_mtime, st.st_size)
         if stamp == self._stamp:
             return
-        keys = _parse(read_file(self.path, "--api-keys").decode("utf-8", "replace"))
+        keys = parse_keys(read_file(self.path, "--api-keys").decode("utf-8", "replace"))
         if not keys and force:
             raise InvalidArgument(f"--api-keys {self.path}: the file holds no key (one a line)", field="--api-keys")
         if not keys:

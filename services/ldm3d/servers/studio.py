@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from google.longrunning import operations_pb2
@@ -26,14 +25,14 @@ from ..errors import ResourceExhausted, invalid
 from ..pipeline.ldm3d import generation_metadata
 from ..v1 import common_pb2, studio_pb2_grpc
 from ..v1 import studio_pb2 as pb
-from . import tensors
+from ..wire import tensors
+from ..wire.generate import generate_params
+from ..wire.ids import new_request_id, safe_request_id
 from .admission import Gate
 from .autoencoder import read_rgbd
 from .downstream import Call, RemoteStages
-from .logs import safe_request_id
 from .models import ModelRegistry, ServedModel
 from .operations import Operations
-from .requests import generate_params
 from .stages import Sampled, Step
 
 MAX_BATCH = 16
@@ -62,7 +61,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         if not 1 <= len(request.requests) <= MAX_BATCH:
             raise invalid("requests", f"<{len(request.requests)} requests>", f"send 1 to {MAX_BATCH}")
         for item in request.requests:
-            item.request_id = safe_request_id(item.request_id) if item.request_id else uuid.uuid4().hex
+            item.request_id = safe_request_id(item.request_id) if item.request_id else new_request_id()
         # the items in flight at once hold tickets for the whole call: refused at the door, or never half-way
         ticket = self.gate.take(min(len(request.requests), BATCH_IN_FLIGHT))
         try:
