@@ -121,7 +121,11 @@ def test_cancel_stops_a_running_job_and_leaves_no_files(client, renderer):
     rgb, depth = _pano()
     name = client.submit_render(rgb, depth, path="orbit", seconds=1000, fps=12, size=(96, 64), renderer="epipolar",
                                 files=True, output_dir="cancelled")
-    assert (renderer.root / "cancelled").is_dir()
+    # it renders in a hidden staging folder; "cancelled" appears only once the job succeeded
+    assert not (renderer.root / "cancelled").exists() and any((renderer.root / ".partial").iterdir())
+    with pytest.raises(InvalidArgument) as info:  # the name is the running job's
+        client.submit_render(rgb, depth, ods=True, files=True, output_dir="cancelled")
+    assert info.value.field == "output_dir"
     _wait_running(client, name, min_step=3)
     t0 = time.monotonic()
     client.cancel_render(name)  # returns once the job has stopped
@@ -131,6 +135,7 @@ def test_cancel_stops_a_running_job_and_leaves_no_files(client, renderer):
     assert _meta(op).state == studio_pb2.OPERATION_STATE_CANCELLED
     assert _meta(op).progress.step < 12_000
     assert not (renderer.root / "cancelled").exists()  # no partial video, no folder
+    assert not any((renderer.root / ".partial").iterdir())
     with pytest.raises(Cancelled):
         client.wait_render(name)
 
@@ -238,18 +243,17 @@ def test_bad_input_is_refused_at_submit_naming_the_field(renderer):
 
 
 def test_files_without_an_output_dir_and_bytes_over_the_message_limit_are_refused():
-    server = ThreadServer(service="renderer", max_message_mb=1)
+    server = ThreadServer(service="renderer", max_message_mb=2)
     try:
         with StudioClient(server.target, timeout=10) as c:
             rgb, depth = _pano()
             with pytest.raises(FailedPrecondition) as info:
                 c.submit_render(rgb, depth, ods=True, files=True)
             assert "--render-output-dir" in str(info.value)
-            # found only once rendered: the job fails (not the server, not every later GetOperation)
-            name = c.submit_render(rgb, depth, ods=True, meshes=("ply",))
+            # artifacts that cannot fit a message are refused at submit, before any work (a lower bound of their size)
             with pytest.raises(ResourceExhausted) as info:
-                c.wait_render(name, poll_s=0.05)
-            assert "ARTIFACT_DELIVERY_FILES" in str(info.value)
+                c.submit_render(rgb, depth, ods=True, eye_size=(4096, 2048))
+            assert "ARTIFACT_DELIVERY_FILES" in str(info.value) and info.value.field == "delivery"
             # a job still rendering when the server stops is cancelled, and the stop does not wait for it to finish
             long = c.submit_render(rgb, depth, path="orbit", seconds=250, fps=12, size=(96, 64), renderer="epipolar")
             _wait_running(c, long)

@@ -146,11 +146,17 @@ def check_spec(spec: RenderSpec, limits: RenderLimits = RenderLimits()) -> str:
         raise ResourceExhausted(
             f"rgb is {w}x{h} ({w * h} pixels), over the limit of {limits.max_input_pixels}: downscale it", field="rgb"
         )
+    if spec.video360 and spec.path is None:
+        # before "at least one output": with video360 alone, the field to fix is path, not ods
+        raise InvalidArgument("video360 needs a camera path for its frames: set path too", field="path")
     if not (spec.ods or spec.mono360 or spec.path is not None or spec.meshes):
         raise invalid("ods", False, "ask for at least one output: ods, mono360, a path or meshes")
     projection = check_panorama(w, h, cap_hfov=spec.cap_hfov, **_geometry(spec))
-    if spec.ipd < 0 or spec.ipd >= spec.radius:
+    # NaN compares false with everything: each range is written so that NaN (and infinity) fails it
+    if not (math.isfinite(spec.ipd) and 0 <= spec.ipd < spec.radius):
         raise invalid("ipd", spec.ipd, f"use 0 <= ipd < radius ({spec.radius} m); 0.064 is a typical adult")
+    if not (isinstance(spec.crf, (int, np.integer)) and 0 <= spec.crf <= 51):
+        raise invalid("crf", spec.crf, "use an x264 CRF between 0 (lossless) and 51; 18 looks transparent")
     if spec.eye_size is not None:
         _check_size("eye_size", spec.eye_size, limits.max_eye_pixels)
         ew, eh = spec.eye_size
@@ -167,6 +173,11 @@ def check_spec(spec: RenderSpec, limits: RenderLimits = RenderLimits()) -> str:
             raise invalid("fps", spec.fps, "use a frame rate in (0, 240]")
         if not (spec.seconds > 0) or not math.isfinite(spec.seconds):
             raise invalid("seconds", spec.seconds, "use a positive duration")
+        if spec.seconds * spec.fps > limits.max_frames:  # before n_frames: 1e308 s x 30 fps would overflow it
+            raise ResourceExhausted(
+                f"seconds × fps = {spec.seconds:g} × {spec.fps:g} frames, over the limit of {limits.max_frames}",
+                field="seconds",
+            )
         n = n_frames(spec)
         if n > limits.max_frames:
             raise ResourceExhausted(
@@ -174,8 +185,6 @@ def check_spec(spec: RenderSpec, limits: RenderLimits = RenderLimits()) -> str:
                 field="seconds",
             )
         _check_size("size", spec.size, limits.max_frame_pixels, even=True)
-        if not (0 <= spec.crf <= 51):
-            raise invalid("crf", spec.crf, "use an x264 CRF between 0 (lossless) and 51; 18 looks transparent")
         if spec.renderer not in RENDERERS:
             raise invalid("renderer", spec.renderer, f"use one of {', '.join(RENDERERS)}")
         if spec.view_hfov is not None and not (1.0 <= spec.view_hfov <= 170.0):
@@ -183,8 +192,6 @@ def check_spec(spec: RenderSpec, limits: RenderLimits = RenderLimits()) -> str:
         # keyframe values (a file's or a list's) are checked here, not half-way through the job
         path_cameras(spec.path, n, spec.fps, spec.radius, view_hfov(spec, projection),
                      spec.cap_hfov if projection == "cap" else None)
-    elif spec.video360:
-        raise InvalidArgument("video360 needs a camera path for its frames", field="path")
     if not isinstance(spec.mesh_step, int) or spec.mesh_step < 1:
         raise invalid("mesh_step", spec.mesh_step, "use a whole number of pixels >= 1")
     for m in spec.meshes:

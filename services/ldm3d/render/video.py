@@ -69,6 +69,8 @@ def write_mp4(
         proc.stdin.close()
         err = proc.stderr.read().decode(errors="replace")
         if proc.wait() != 0:
+            # ffmpeg names the files it writes: the server's folders stay out of the message
+            err = err.replace(str(path.parent), "<output folder>").replace(tmp, "<temporary file>")
             raise FailedPrecondition(f"ffmpeg failed to encode {path.name}: {err.strip()[-500:]}")
         if spherical is not None:
             data = Path(tmp).read_bytes()

@@ -216,7 +216,7 @@ class Server:
             fwd = _Forward(target, depth_pb2_grpc.DepthEvaluatorStub, "DepthEvaluator", self.cfg, self._link)
             self._cleanup.append(fwd.close)
             return fwd.servicer(depth_pb2_grpc.DepthEvaluatorServicer, ("Estimate", "Evaluate"))
-        servicer = DepthEvaluatorServicer(*models, self._gate("depth calls"))
+        servicer = DepthEvaluatorServicer(*models, self._gate("depth calls"), self.cfg.depth_max_input_pixels)
         self._cleanup.append(servicer.close)
         return servicer
 

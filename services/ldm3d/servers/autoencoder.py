@@ -47,9 +47,14 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
                                      model_version=served.version)
 
 
+# init images: the pipeline's own size limits, checked from what the PNG declares before it is decoded
+INIT_IMAGE_LIMITS = tensors.ImageLimits(max_side=MAX_SIDE, max_pixels=MAX_SIDE * MAX_SIDE)
+
+
 def read_rgbd(image, field: str, multiple: int):
-    """An ``RGBD`` message → (rgb uint8 [H, W, 3], depth uint16 [H, W]) of one size, each side a multiple of 8."""
-    rgb, depth = tensors.read_rgbd(image, field)
+    """An ``RGBD`` message → (rgb uint8 [H, W, 3], depth uint16 [H, W]) of one size, each side a multiple of 8.
+    Blocking (PNG decoding): call it in a worker thread."""
+    rgb, depth = tensors.read_rgbd(image, field, INIT_IMAGE_LIMITS)
     h, w = depth.shape
     if h % multiple or w % multiple or not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
         raise invalid(f"{field}.rgb", f"{w}x{h}",

@@ -135,6 +135,9 @@ class ServeConfig:
         " make-tiny-depth-model DIR --kind dpt` for tests)")
     reference_model: str | None = _option(str, None,
         "DepthEvaluator.Evaluate's metric reference for RGB input: a ZoeDepth checkpoint (e.g. Intel/zoedepth-nyu)")
+    depth_max_input_pixels: int = _option(_positive_int, 4096 * 4096,
+        "depth evaluator: largest input image (rgb, predicted_depth, reference_depth), pixels; checked from the "
+        "PNG header or array shape before decoding")
     render_output_dir: str | None = _option(str, None,
         "renderer: folder for ARTIFACT_DELIVERY_FILES jobs, one subfolder per job (default: none, files delivery is "
         "refused)")

@@ -87,8 +87,10 @@ def _load(source: str, kind: str, flag: str) -> ServedDepthModel:
 
 class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
     def __init__(self, estimator: ServedDepthModel | None, reference: ServedDepthModel | None,
-                 gate: Gate | None = None):
+                 gate: Gate | None = None, max_input_pixels: int = 4096 * 4096):
         self.estimator, self.reference = estimator, reference
+        # every input image is checked from its PNG header or array shape before it is decoded (in a worker thread)
+        self.limits = tensors.ImageLimits(max_pixels=max_input_pixels, flag="--depth-max-input-pixels")
         # calls accepted and not finished, Estimate and Evaluate together: refused at the door beyond it, before
         # any image is decoded (the pool below would otherwise queue them, and their images, without bound)
         self.gate = gate or Gate(33, "depth calls", "--max-running + --max-queued")
@@ -107,8 +109,9 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
         from ..evaluation.depth_models import estimate_relative_depth
 
         served = _pick(self.estimator, request.model, request.version, "model", "version", "--depth-model")
-        rgb = _rgb(request, "rgb")
         raw = tensors.is_raw(request.image_encoding)
+        _declared(request, "rgb", "rgb", self.limits)
+        rgb = await asyncio.to_thread(_rgb, request, "rgb", self.limits)
         depth = await self._in_thread(estimate_relative_depth, served.model, rgb)
         image = common_pb2.Image(array=tensors.to_tensor(depth)) if raw else common_pb2.Image(
             png=(await self._in_thread(_png, depth)))
@@ -120,8 +123,12 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
 
         if not request.HasField("predicted_depth"):
             raise invalid("predicted_depth", None, "set the 16-bit depth to evaluate (PNG or uint16 array)")
-        pred = tensors.read_depth(request.predicted_depth, "predicted_depth")
         kind = request.WhichOneof("reference")
+        # every image refused from what it declares before any is decoded (no decompression bombs)
+        _declared(request, "predicted_depth", "depth", self.limits)
+        if kind in ("reference_depth", "rgb"):
+            _declared(request, kind, "depth" if kind == "reference_depth" else "rgb", self.limits)
+        pred = await asyncio.to_thread(tensors.read_depth, request.predicted_depth, "predicted_depth", self.limits)
         samples = request.sample_pixels if request.HasField("sample_pixels") else DEFAULT_SAMPLES
         seed = request.seed if request.HasField("seed") else DEFAULT_SEED
         response = pb.EvaluateDepthResponse(request_id=request.request_id)
@@ -129,14 +136,14 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
             if request.HasField("flip_aug") or request.reference_model or request.reference_version:
                 raise invalid("flip_aug" if request.HasField("flip_aug") else "reference_model", "<set>",
                               "flip_aug and the reference model apply only to an rgb reference")
-            reference = _reference_metres(request)
+            reference = await asyncio.to_thread(_reference_metres, request, self.limits)
         elif kind == "rgb":
             if request.HasField("reference_depth_scale"):
                 raise invalid("reference_depth_scale", request.reference_depth_scale,
                               "applies only to reference_depth; the reference model's depth is in metres")
             served = _pick(self.reference, request.reference_model, request.reference_version, "reference_model",
                            "reference_version", "--reference-model")
-            rgb = _rgb(request, "rgb")
+            rgb = await asyncio.to_thread(_rgb, request, "rgb", self.limits)
             if rgb.shape[:2] != pred.shape:
                 raise invalid("rgb", f"{rgb.shape[1]}x{rgb.shape[0]}", f"give the RGB image the depth belongs to, "
                                                                        f"{pred.shape[1]}x{pred.shape[0]}")
@@ -176,13 +183,18 @@ def _pick(served: ServedDepthModel | None, model: str, version: str, model_field
     return served
 
 
-def _rgb(request, field: str) -> np.ndarray:
+def _declared(request, field: str, kind: str, limits: tensors.ImageLimits) -> None:
+    if request.HasField(field):
+        tensors.check_declared(getattr(request, field), field, kind, limits)
+
+
+def _rgb(request, field: str, limits: tensors.ImageLimits) -> np.ndarray:
     if not request.HasField(field):
         raise invalid(field, None, f"set {field} (an 8-bit PNG or a uint8 [H, W, 3] array)")
-    return tensors.read_rgb(getattr(request, field), field)
+    return tensors.read_rgb(getattr(request, field), field, limits)
 
 
-def _reference_metres(request: pb.EvaluateDepthRequest) -> np.ndarray:
+def _reference_metres(request: pb.EvaluateDepthRequest, limits: tensors.ImageLimits) -> np.ndarray:
     """``reference_depth`` in metres: 16-bit values × scale (default 1/1000), or a float32 array × scale (default 1)."""
     image = request.reference_depth
     scale = request.reference_depth_scale if request.HasField("reference_depth_scale") else None
@@ -191,7 +203,7 @@ def _reference_metres(request: pb.EvaluateDepthRequest) -> np.ndarray:
     if image.WhichOneof("data") == "array" and image.array.dtype == common_pb2.DATA_TYPE_FLOAT32:
         metres = tensors.from_tensor(image.array, "reference_depth.array", dtype="float32", shape=(None, None))
         return metres.astype(np.float64) * (1.0 if scale is None else scale)
-    values = tensors.read_depth(image, "reference_depth")
+    values = tensors.read_depth(image, "reference_depth", limits)
     return values.astype(np.float64) * (DEFAULT_REFERENCE_SCALE_U16 if scale is None else scale)
 
 

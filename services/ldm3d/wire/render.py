@@ -35,17 +35,20 @@ KEYFRAME_FIELDS = {**PROTO_FIELDS, "path": "keyframes_json"}
 _OPTIONAL = ("cap_hfov", "depth_strength", "radius", "ipd", "edge_threshold", "view_hfov", "crf", "mesh_step")
 _NONZERO = ("projection", "depth_mapping", "renderer", "seconds", "fps")
 _FLAGS = ("ods", "mono360", "stereo", "video360", "normalize_depth")
+MAX_KEYFRAMES_JSON = 1 << 20  # characters: a camera path is a few hundred keyframes, not megabytes
+MAX_KEYFRAMES = 10_000
 _RESERVED = ("panorama", "delivery", "mesh_formats", "keyframes_json")
 
 
-def spec_from_request(r: pb.RenderRequest):
+def spec_from_request(r: pb.RenderRequest, limits: tensors.ImageLimits = tensors.DEFAULT_LIMITS):
     """``RenderRequest`` → ``RenderSpec`` (unchecked: pass it to ``check_spec``), and the field names to report
-    the library's errors under."""
+    the library's errors under. The panorama's declared size is checked against ``limits`` before it is decoded;
+    blocking (PNG decoding): call it in a worker thread."""
     from ..render import RenderSpec
 
     if not r.HasField("panorama"):
         raise invalid("panorama", None, "set panorama.rgb (8-bit) and panorama.depth (16-bit) of the same size")
-    rgb, depth = tensors.read_rgbd(r.panorama, "panorama")
+    rgb, depth = tensors.read_rgbd(r.panorama, "panorama", limits)
     if r.delivery not in pb.ArtifactDelivery.values():
         raise invalid("delivery", r.delivery, "use ARTIFACT_DELIVERY_BYTES (the default) or ARTIFACT_DELIVERY_FILES")
     if r.path not in pb.CameraPath.values():
@@ -127,14 +130,21 @@ def _keyframes(text: str) -> list:
     if not text:
         raise invalid("keyframes_json", "", 'CAMERA_PATH_KEYFRAMES needs keyframes_json, e.g. [{"t": 0, "position": '
                                             '[0, 0, 0], "yaw": 0}, {"t": 2, "position": [0, 0, -0.5], "yaw": 30}]')
+    if len(text) > MAX_KEYFRAMES_JSON:
+        raise invalid("keyframes_json", f"<{len(text)} characters>", f"at most {MAX_KEYFRAMES_JSON} characters")
     try:
         data = json.loads(text)
+    except RecursionError:  # "[[[[…" nested deeper than the parser's stack: not a camera path
+        raise InvalidArgument("keyframes_json is nested too deeply: give a list of keyframe objects",
+                              field="keyframes_json") from None
     except ValueError as exc:
-        raise InvalidArgument(f"keyframes_json is not valid JSON ({exc})", field="keyframes_json") from None
+        raise InvalidArgument(f"keyframes_json is not valid JSON ({str(exc)[:200]})", field="keyframes_json") from None
     frames = data.get("keyframes") if isinstance(data, dict) else data
     if not isinstance(frames, list) or not frames:
         raise InvalidArgument('keyframes_json must be a non-empty list of keyframes (or {"keyframes": [...]})',
                               field="keyframes_json")
+    if len(frames) > MAX_KEYFRAMES:
+        raise invalid("keyframes_json", f"<{len(frames)} keyframes>", f"at most {MAX_KEYFRAMES} keyframes")
     return frames
 
 

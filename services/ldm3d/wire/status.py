@@ -2,8 +2,10 @@
 
 Servers send ``google.rpc.Status`` in the ``grpc-status-details-bin`` trailer (what grpcio-status does) with a
 ``BadRequest.FieldViolation`` naming the field of an ``InvalidArgument``, a ``ResourceInfo`` whose
-``resource_type`` is the field of a ``NotFound`` (``model``, ``version``, ``name``) and a ``RetryInfo`` for
-``ResourceExhausted``. Clients rebuild the typed error from the code and those details, so an error raised three
+``resource_type`` is the field of a ``NotFound`` (``model``, ``version``, ``name``), and for a
+``ResourceExhausted`` a ``RetryInfo`` (admission) and a ``QuotaFailure`` whose subject is the field over a configured
+limit (``panorama.rgb.png``, ``seconds``, ``delivery``). Messages and fields are cut to a size that always fits
+gRPC's header limit. Clients rebuild the typed error from the code and those details, so an error raised three
 services away reaches the user with its field and retry hint intact.
 """
 
@@ -57,6 +59,9 @@ def status_proto(exc: BaseException) -> status_pb2.Status:
         status.details.add().Pack(br)
     if isinstance(exc, errors.NotFound) and field:
         status.details.add().Pack(error_details_pb2.ResourceInfo(resource_type=field, description=message))
+    if isinstance(exc, errors.ResourceExhausted) and field:  # a configured limit: which field went over it
+        status.details.add().Pack(error_details_pb2.QuotaFailure(
+            violations=[error_details_pb2.QuotaFailure.Violation(subject=field, description=message)]))
     if isinstance(exc, errors.ResourceExhausted) and exc.retry_after_s is not None:
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(exc.retry_after_s * 1e9))
@@ -93,6 +98,11 @@ def _details(st: status_pb2.Status) -> tuple[str | None, float | None]:
             ri = error_details_pb2.ResourceInfo()
             any_.Unpack(ri)
             field = field or ri.resource_type
+        elif any_.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            qf = error_details_pb2.QuotaFailure()
+            any_.Unpack(qf)
+            if qf.violations:
+                field = field or qf.violations[0].subject
         elif any_.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             ri = error_details_pb2.RetryInfo()
             any_.Unpack(ri)

@@ -2,18 +2,24 @@
 
 Every reader names the proto field it reads in its ``InvalidArgument`` (``cond.dtype``, ``init_image.depth.png``),
 so a client learns exactly which field to fix.
+
+Images are checked from what they *declare* before anything is decoded: a PNG's header (size, bit depth, colour
+type) or an array's shape, against the caller's limits for that kind of input (``max_side``, ``max_pixels``), and
+an RGBD's two images against each other. A 160 KB PNG that would decode to an 8192² 16-bit image is refused in
+microseconds, and decoding (callers run it in a worker thread) is bounded by the limit.
 """
 
 from __future__ import annotations
 
 import math
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 from google.protobuf import duration_pb2
 
 from .. import codec
-from ..errors import InvalidArgument, invalid
+from ..errors import InvalidArgument, ResourceExhausted, invalid
 from ..v1 import common_pb2 as pb
 
 # Little-endian on the wire whatever the host; converted to native arrays on read.
@@ -66,20 +72,34 @@ def from_tensor(t: pb.Tensor, field: str, *, dtype: str | None = None,
     return np.frombuffer(t.data, dtype=wire).reshape(dims).astype(wire.newbyteorder("="), copy=True)
 
 
-def read_rgb(image: pb.Image, field: str) -> np.ndarray:
-    """``Image`` → RGB ``uint8 [H, W, 3]``: an 8-bit PNG or a raw array."""
+@dataclass(frozen=True)
+class ImageLimits:
+    """What one kind of input image may declare: each side at most ``max_side`` (INVALID_ARGUMENT beyond it), at
+    most ``max_pixels`` in all (RESOURCE_EXHAUSTED beyond it: a configured limit, named by ``flag``)."""
+
+    max_side: int = MAX_IMAGE_SIDE
+    max_pixels: int = MAX_IMAGE_SIDE * MAX_IMAGE_SIDE
+    flag: str = ""
+
+
+DEFAULT_LIMITS = ImageLimits()
+
+
+def read_rgb(image: pb.Image, field: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """``Image`` → RGB ``uint8 [H, W, 3]``: an 8-bit PNG or a raw array, its declared size checked first."""
+    check_declared(image, field, "rgb", limits)
     return _read_image(image, field, codec.read_rgb, "uint8", (None, None, 3), "an 8-bit PNG")
 
 
-def read_depth(image: pb.Image, field: str) -> np.ndarray:
-    """``Image`` → depth ``uint16 [H, W]``: a 16-bit grayscale PNG or a raw array."""
+def read_depth(image: pb.Image, field: str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """``Image`` → depth ``uint16 [H, W]``: a 16-bit grayscale PNG or a raw array, its declared size checked first."""
+    check_declared(image, field, "depth", limits)
     return _read_image(image, field, codec.read_depth, "uint16", (None, None), "a 16-bit grayscale PNG")
 
 
 def _read_image(image: pb.Image, field: str, read_png, dtype: str, shape: tuple, png: str) -> np.ndarray:
     kind = image.WhichOneof("data")
     if kind == "png":
-        _check_png(image.png, f"{field}.png")
         return read_png(image.png, field=f"{field}.png")
     if kind == "array":
         return from_tensor(image.array, f"{field}.array", dtype=dtype, shape=shape)
@@ -87,14 +107,55 @@ def _read_image(image: pb.Image, field: str, read_png, dtype: str, shape: tuple,
     raise invalid(field, None, f"set png ({png}) or array ({dtype} [{dims}])")
 
 
-def read_rgbd(image: pb.RGBD, field: str) -> tuple[np.ndarray, np.ndarray]:
-    """``RGBD`` → (rgb ``uint8 [H, W, 3]``, depth ``uint16 [H, W]``), both set and of the same size."""
+def read_rgbd(image: pb.RGBD, field: str, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, np.ndarray]:
+    """``RGBD`` → (rgb ``uint8 [H, W, 3]``, depth ``uint16 [H, W]``), both set and of the same size: both
+    declared sizes are checked (limits, equal) before either image is decoded."""
     if not image.HasField("rgb") or not image.HasField("depth"):
         raise invalid(field, None, f"set both {field}.rgb (8-bit) and {field}.depth (16-bit) of the same size")
-    rgb = read_rgb(image.rgb, f"{field}.rgb")
-    depth = read_depth(image.depth, f"{field}.depth")
+    rgb_size = check_declared(image.rgb, f"{field}.rgb", "rgb", limits)
+    depth_size = check_declared(image.depth, f"{field}.depth", "depth", limits)
+    if rgb_size and depth_size and rgb_size != depth_size:
+        raise InvalidArgument(
+            f"{field}.depth is {depth_size[0]}x{depth_size[1]} but the RGB image is {rgb_size[0]}x{rgb_size[1]}: "
+            "give an RGB image and a depth map of the same size", field=f"{field}.depth")
+    rgb = read_rgb(image.rgb, f"{field}.rgb", limits)
+    depth = read_depth(image.depth, f"{field}.depth", limits)
     codec.check_same_size(rgb, depth, f"{field}.depth")
     return rgb, depth
+
+
+def declared_size(image: pb.Image, field: str) -> tuple[int, int] | None:
+    """``(width, height)`` as the image declares it (a PNG's header, an array's shape), without decoding; None when
+    neither is set (the reader then says what to set)."""
+    kind = image.WhichOneof("data")
+    if kind == "png":
+        return _png_header(image.png, f"{field}.png")[:2]
+    if kind == "array":
+        dims = list(image.array.shape)
+        if len(dims) >= 2 and all(d >= 0 for d in dims):
+            return dims[1], dims[0]
+    return None
+
+
+def check_declared(image: pb.Image, field: str, kind: str, limits: ImageLimits) -> tuple[int, int] | None:
+    """Refuse an image from its declared size (and, for ``kind`` "depth", a PNG's bit depth) before decoding."""
+    size = declared_size(image, field)
+    if size is None:
+        return None
+    where = f"{field}.png" if image.WhichOneof("data") == "png" else f"{field}.array"
+    w, h = size
+    if not (0 < w <= limits.max_side and 0 < h <= limits.max_side):
+        raise invalid(where, f"{w}x{h}", f"each side must be 1..{limits.max_side} pixels")
+    if w * h > limits.max_pixels:
+        by = f" ({limits.flag})" if limits.flag else ""
+        raise ResourceExhausted(f"{where}: the image is {w}x{h} ({w * h} pixels), over this server's limit of "
+                                f"{limits.max_pixels} pixels{by}: downscale it", field=where)
+    if image.WhichOneof("data") == "png" and kind == "depth":
+        _, _, bits, colour = _png_header(image.png, where)
+        if (bits, colour) != (16, 0):
+            raise InvalidArgument(f"{where} is a PNG with {bits}-bit samples and colour type {colour}: depth must "
+                                  "be a 16-bit grayscale PNG (colour type 0)", field=where)
+    return size
 
 
 def rgbd(rgb: np.ndarray, depth: np.ndarray, raw: bool) -> pb.RGBD:
@@ -130,12 +191,12 @@ def from_progress(p: pb.Progress) -> tuple[int, int, float]:
     return p.step, p.total, seconds(p.elapsed)
 
 
-def _check_png(data: bytes, field: str) -> None:
+def _png_header(data: bytes, field: str) -> tuple[int, int, int, int]:
+    """A PNG's declared ``(width, height, bit depth, colour type)``, from its IHDR chunk."""
     if not data.startswith(PNG_SIGNATURE) or len(data) < 33 or data[12:16] != b"IHDR":
         raise invalid(field, f"<{len(data)} bytes starting {bytes(data[:8])!r}>", "expected a PNG file")
     width, height = struct.unpack(">II", data[16:24])
-    if not (0 < width <= MAX_IMAGE_SIDE and 0 < height <= MAX_IMAGE_SIDE):
-        raise invalid(field, f"{width}x{height}", f"each side must be 1..{MAX_IMAGE_SIDE} pixels")
+    return width, height, data[24], data[25]
 
 
 def _names() -> str:
