@@ -114,3 +114,12 @@ def test_a_larger_batch_after_a_smaller_one_is_not_split_on_torch(tiny_pipeline)
     finally:
         del tiny_pipeline.runtime.infer
     assert seen == [6]
+
+
+@pytest.mark.parametrize("scheduler", ["pndm", "ddim"])
+def test_progress_counts_the_steps_asked_for(tiny_pipeline, scheduler):
+    """PNDM runs steps + 1 U-Net calls (a warm-up timestep); progress still says 1..steps of steps, like diffusers."""
+    seen = []
+    tiny_pipeline(GenerateParams(prompt="x", steps=4, seed=1, scheduler=scheduler, height=64, width=64),
+                  on_step=lambda step, total, _elapsed: seen.append((step, total)))
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]

@@ -98,12 +98,14 @@ class Sampler:
         step_params = set(inspect.signature(scheduler.step).parameters)
         extra = {k: v for k, v in (("eta", 0.0), ("generator", generator)) if k in step_params}
 
-        # 7. denoising loop
+        # 7. denoising loop. Progress counts the steps asked for, like diffusers' progress bar: PNDM's schedule has
+        # one warm-up timestep more than steps (steps + 1 U-Net calls), reported as part of the first step
         total, start = len(timesteps), time.perf_counter()
+        warmup = max(0, len(timesteps) - (p.steps - (t_start if init_latents is not None else 0)) * scheduler.order)
         unet_version = spec.versions.get("unet")
         for i, t in enumerate(timesteps):
             if should_stop is not None and should_stop():
-                raise Cancelled(f"generation cancelled after {i} of {total} steps")
+                raise Cancelled(f"generation cancelled after {max(0, i - warmup)} of {total - warmup} steps")
             model_in = torch.cat([latents] * 2) if cfg else latents
             model_in = scheduler.scale_model_input(model_in, t)
             noise_pred = torch.from_numpy(self._unet(model_in.numpy(), float(t), embeds_np, unet_version))
@@ -111,6 +113,6 @@ class Sampler:
                 noise_uncond, noise_text = noise_pred.chunk(2)
                 noise_pred = noise_uncond + p.guidance_scale * (noise_text - noise_uncond)
             latents = scheduler.step(noise_pred, t, latents, **extra, return_dict=False)[0]
-            if on_step is not None:
-                on_step(i + 1, total, time.perf_counter() - start)
+            if on_step is not None and i >= warmup:
+                on_step(i + 1 - warmup, total - warmup, time.perf_counter() - start)
         return latents.numpy()
