@@ -77,3 +77,20 @@ def healthy(target: str, service: str = "") -> bool:
     with grpc.insecure_channel(target) as ch:
         resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
         return resp.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def png_bomb(width: int, height: int, bits: int = 16, colour: int = 0) -> bytes:
+    """A valid PNG of zeros that is tiny compressed and huge decoded (8192² 16-bit: ~130 KB → 128 MiB), built row by
+    row with zlib so that making it costs no memory."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    channels = {0: 1, 2: 3, 6: 4}[colour]
+    row = b"\0" * (1 + width * channels * bits // 8)  # filter byte + samples
+    z = zlib.compressobj(6)
+    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, bits, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")

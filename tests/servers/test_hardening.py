@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import socket
 import threading
@@ -233,3 +234,170 @@ def test_client_cancellation_is_not_logged_as_an_error(channel, caplog):
     time.sleep(1.0)
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
+
+
+@pytest.fixture(scope="module")
+def bombs():
+    """Small PNGs that decode to 8192² images (16-bit gray and 8-bit RGB), and a normal 64² pair."""
+    from servers_helpers import png_bomb
+
+    return {"depth": png_bomb(8192, 8192, 16, 0), "rgb": png_bomb(8192, 8192, 8, 2),
+            "rgb64": png_bomb(64, 64, 8, 2), "depth64": png_bomb(64, 64, 16, 0)}
+
+
+def _quota_or_bad_field(err: grpc.RpcError) -> str | None:
+    for any_ in _details(err).details:
+        for cls, get in ((error_details_pb2.BadRequest, lambda m: m.field_violations[0].field),
+                         (error_details_pb2.QuotaFailure, lambda m: m.violations[0].subject)):
+            if any_.Is(cls.DESCRIPTOR):
+                msg = cls()
+                any_.Unpack(msg)
+                return get(msg)
+    return None
+
+
+def test_png_bombs_are_refused_from_their_header_while_health_stays_fast(channel, bombs):
+    """Each image input refuses a decompression bomb from its PNG header, naming the field, in milliseconds;
+    sixteen at once leave health checks fast and the process's memory flat (nothing was decoded)."""
+    import psutil
+
+    from ldm3d.v1 import (autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, depth_pb2, depth_pb2_grpc,
+                          renderer_pb2, renderer_pb2_grpc)
+
+    img = lambda data: common_pb2.Image(png=data)  # noqa: E731
+    rgbd = lambda rgb, depth: common_pb2.RGBD(rgb=img(rgb), depth=img(depth))  # noqa: E731
+    studio = studio_pb2_grpc.StudioStub(channel)
+    cases = [
+        (lambda: list(studio.Generate(studio_pb2.GenerateRequest(
+            prompt="x", steps=2, init_image=rgbd(bombs["rgb"], bombs["depth64"])), timeout=10)),
+         "INVALID_ARGUMENT", "init_image.rgb.png"),
+        (lambda: list(studio.Generate(studio_pb2.GenerateRequest(
+            prompt="x", steps=2, init_image=rgbd(bombs["rgb64"], bombs["depth"])), timeout=10)),
+         "INVALID_ARGUMENT", "init_image.depth.png"),
+        (lambda: autoencoder_pb2_grpc.RGBDAutoencoderStub(channel).Encode(autoencoder_pb2.EncodeRGBDRequest(
+            image=rgbd(bombs["rgb64"], bombs["depth"])), timeout=10), "INVALID_ARGUMENT", "image.depth.png"),
+        (lambda: depth_pb2_grpc.DepthEvaluatorStub(channel).Evaluate(depth_pb2.EvaluateDepthRequest(
+            predicted_depth=img(bombs["depth64"]), reference_depth=img(bombs["depth"])), timeout=10),
+         "RESOURCE_EXHAUSTED", "reference_depth.png"),
+        (lambda: depth_pb2_grpc.DepthEvaluatorStub(channel).Evaluate(depth_pb2.EvaluateDepthRequest(
+            predicted_depth=img(bombs["depth"]), reference_depth=img(bombs["depth64"])), timeout=10),
+         "RESOURCE_EXHAUSTED", "predicted_depth.png"),
+        (lambda: renderer_pb2_grpc.PanoramaRendererStub(channel).Submit(renderer_pb2.RenderRequest(
+            panorama=rgbd(bombs["rgb"], bombs["depth"]), ods=True), timeout=10),
+         "RESOURCE_EXHAUSTED", "panorama.rgb.png"),
+        (lambda: renderer_pb2_grpc.PanoramaRendererStub(channel).Submit(renderer_pb2.RenderRequest(
+            panorama=rgbd(bombs["rgb64"], bombs["depth"]), ods=True), timeout=10),
+         "RESOURCE_EXHAUSTED", "panorama.depth.png"),
+    ]
+    me = psutil.Process()
+    rss0 = me.memory_info().rss
+    latencies, stop = [], threading.Event()
+
+    def poll_health():
+        stub = health_pb2_grpc.HealthStub(channel)
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            assert stub.Check(health_pb2.HealthCheckRequest(), timeout=10).status == SERVING
+            latencies.append(time.perf_counter() - t0)
+            time.sleep(0.02)
+
+    poller = threading.Thread(target=poll_health)
+    poller.start()
+
+    def run(case):
+        call, code, field = case
+        t0 = time.perf_counter()
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        return info.value, code, field, time.perf_counter() - t0
+
+    try:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(run, cases * 3))
+    finally:
+        stop.set()
+        poller.join(10)
+    for err, code, field, seconds in outcomes:
+        assert err.code().name == code, (field, err.details())
+        assert _quota_or_bad_field(err) == field, err.details()
+        assert seconds < 3.0, (field, seconds)
+    assert latencies and max(latencies) < 1.0, max(latencies)
+    assert me.memory_info().rss - rss0 < 150 * 2**20, "something decoded a bomb"
+
+
+RENDER_HOSTILE = [
+    ({"path": 1, "seconds": 1e308, "width": 96, "height": 64}, "RESOURCE_EXHAUSTED", "seconds"),
+    ({"ipd": float("nan")}, "INVALID_ARGUMENT", "ipd"),
+    ({"ipd": float("inf")}, "INVALID_ARGUMENT", "ipd"),
+    ({"radius": -1.0}, "INVALID_ARGUMENT", "radius"),
+    ({"radius": float("nan")}, "INVALID_ARGUMENT", "radius"),
+    ({"crf": 10**9}, "INVALID_ARGUMENT", "crf"),
+    ({"depth_strength": float("nan")}, "INVALID_ARGUMENT", "depth_strength"),
+    ({"edge_threshold": float("nan")}, "INVALID_ARGUMENT", "edge_threshold"),
+    ({"path": 4, "keyframes_json": "[" * 100_000 + "]" * 100_000}, "INVALID_ARGUMENT", "keyframes_json"),
+    ({"path": 4, "keyframes_json": json.dumps([{"t": i} for i in range(20_000)])}, "INVALID_ARGUMENT",
+     "keyframes_json"),
+    ({"path": 4, "keyframes_json": '[{"t": "soon"}, {"t": [1]}]', "width": 96, "height": 64}, "INVALID_ARGUMENT",
+     "keyframes_json"),
+    ({"path": 4, "keyframes_json": '[1, 2, 3]', "width": 96, "height": 64}, "INVALID_ARGUMENT", "keyframes_json"),
+    ({"path": 4, "keyframes_json": '[{"t": 0, "position": "up"}, {"t": 1, "yaw": NaN}]', "width": 96,
+      "height": 64}, "INVALID_ARGUMENT", "keyframes_json"),
+    ({"video360": True, "ods": False}, "INVALID_ARGUMENT", "path"),
+    ({"path": 1, "seconds": 120, "fps": 30, "width": 3840, "height": 2160}, "RESOURCE_EXHAUSTED", "delivery"),
+]
+
+
+@pytest.mark.parametrize("fields,code,field", RENDER_HOSTILE, ids=[f"{f}-{i}" for i, (_, _, f) in
+                                                                   enumerate(RENDER_HOSTILE)])
+def test_render_numbers_and_keyframes_are_refused_naming_the_field(channel, fields, code, field):
+    from ldm3d.v1 import common_pb2, renderer_pb2, renderer_pb2_grpc
+    from servers_helpers import png_bomb
+
+    pano = common_pb2.RGBD(rgb=common_pb2.Image(png=png_bomb(64, 32, 8, 2)),
+                           depth=common_pb2.Image(png=png_bomb(64, 32, 16, 0)))
+    req = renderer_pb2.RenderRequest(**{"panorama": pano, "ods": True, **fields})
+    with pytest.raises(grpc.RpcError) as info:
+        renderer_pb2_grpc.PanoramaRendererStub(channel).Submit(req, timeout=10)
+    assert info.value.code().name == code, info.value.details()
+    assert _quota_or_bad_field(info.value) == field, info.value.details()
+    assert len(info.value.details()) < 1100
+
+
+def test_a_killed_files_job_does_not_block_resubmitting_its_folder(tmp_path):
+    """A renderer killed (SIGKILL) mid-job leaves no folder that looks finished or blocks the same output_dir; the
+    next renderer on that folder removes the dead job's staging folder."""
+    import numpy as np
+
+    from ldm3d.client import StudioClient
+    from servers_helpers import ProcessServer
+
+    y, x = np.mgrid[0:32, 0:64]
+    rgb = np.stack([x * 4, y * 8, x + y], axis=-1).astype(np.uint8)
+    depth = np.full((32, 64), 30000, np.uint16)
+    out = tmp_path / "renders"
+    out.mkdir()
+    first = ProcessServer("renderer", "--render-output-dir", str(out))
+    try:
+        with StudioClient(first.target, timeout=30) as c:
+            name = c.submit_render(rgb, depth, path="orbit", seconds=250, fps=12, size=(96, 64),
+                                   renderer="epipolar", files=True, output_dir="scene")
+            deadline = time.monotonic() + 30
+            while c.get_render(name).metadata.value == b"" or not any((out / ".partial").iterdir()):
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+    finally:
+        first.proc.kill()
+        first.proc.wait(10)
+        first.proc.stdout.close()
+        first.log.close()
+    assert not (out / "scene").exists() and any((out / ".partial").iterdir())
+    second = ProcessServer("renderer", "--render-output-dir", str(out))
+    try:
+        assert not any((out / ".partial").iterdir()), "the killed job's staging folder was left behind"
+        with StudioClient(second.target, timeout=30) as c:
+            result = c.wait_render(c.submit_render(rgb, depth, ods=True, files=True, output_dir="scene"), timeout=60)
+        assert result.artifacts[0].path == str(out / "scene" / "ods.png") and (out / "scene" / "ods.png").is_file()
+    finally:
+        second.stop()
