@@ -8,8 +8,8 @@ fast under PNG bombs, does memory stay flat?
 A hostile-but-fair client (project stubs, real sockets) sends, while a second thread checks health every 50 ms and a
 third samples the server's resident memory:
 
-* **PNG bombs**: small PNGs that decode to 8192² 16-bit / RGB images (and at-limit panoramas), to every RPC that
-  takes an image, many at once;
+* **PNG bombs**: small PNGs that decode to 8192² 16-bit / RGB images, to every RPC that takes an image, from 16
+  senders back to back for 10 s; then large legitimate panoramas (4096x2048), submitted and cancelled;
 * **numbers**: overflowing, NaN and infinite values in every ranged field;
 * **strings**: versions spelled "01" (must not reload), huge versions, 1 MB values, deeply nested keyframes_json,
   bad output_dir names, request ids with line breaks, non-ASCII or 1 MB;
@@ -136,7 +136,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", help="LDM3D checkpoint folder (default: a tiny one built in a temp folder)")
     ap.add_argument("--split", action="store_true", help="run the sampler in its own process behind the gateway")
-    ap.add_argument("--bombs", type=int, default=16, help="concurrent PNG bombs in the bomb phase")
+    ap.add_argument("--bombs", type=int, default=16, help="concurrent PNG bomb senders in the bomb phase")
+    ap.add_argument("--bomb-seconds", type=float, default=10.0, help="how long the bomb phase lasts")
     ap.add_argument("--clients", type=int, default=8, help="concurrent Generate clients in the load phase")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "hostile.json"))
     args = ap.parse_args()
@@ -216,11 +217,22 @@ def main() -> None:
         ("Submit panorama 8192² both", sub(panorama=common_pb2.RGBD(rgb=img(bomb_rgb), depth=img(bomb16))),
          {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}, "panorama.rgb.png"),
     ]
+    phases = {}
     t_bombs = time.perf_counter()
+
+    def bomber(worker: int) -> list[dict]:  # sends bombs back to back until the phase ends
+        out, i = [], 0
+        while time.perf_counter() - t_bombs < args.bomb_seconds or i == 0:
+            name, call, codes, fld = bombs[(worker + i) % len(bombs)]
+            out.append(run_case(f"{name} (worker {worker})", "bomb", call, codes, fld))
+            i += 1
+        return out
+
     with ThreadPoolExecutor(args.bombs) as pool:
-        futs = [pool.submit(run_case, f"{name} #{i}", "bomb", call, codes, fld)
-                for i in range(max(1, args.bombs // len(bombs))) for name, call, codes, fld in bombs]
-        results += [f.result() for f in futs]
+        for found in pool.map(bomber, range(args.bombs)):
+            results += found
+    phases["PNG bombs"] = (t_bombs, time.perf_counter())
+    t_large = time.perf_counter()
     # large legitimate panoramas (decoded in a worker thread, admitted first), cancelled at once
     names = []
 
@@ -234,7 +246,6 @@ def main() -> None:
         results += list(pool.map(large, range(4)))
     cancels = [render.CancelOperation.future(operations_pb2.CancelOperationRequest(name=n), timeout=300)
                for n in names]
-    t_bombs_end = time.perf_counter()
     for n, c in zip(names, cancels):  # the renderer must be free again before the next phase
         t0 = time.perf_counter()
         try:
@@ -244,6 +255,8 @@ def main() -> None:
             code = err.code().name
         results.append({"case": f"CancelOperation {n}", "class": "bomb", "code": code, "handled": code == "OK",
                         "seconds": round(time.perf_counter() - t0, 2), "expected": ["OK"]})
+    phases["large panoramas (legitimate)"] = (t_large, time.perf_counter())
+    t_cases = time.perf_counter()
 
     # -- numbers, strings, protocol: one at a time
     nan, inf = float("nan"), float("inf")
@@ -325,6 +338,8 @@ def main() -> None:
                                 {"OK", "NOT_FOUND"}))
     version_s = (time.perf_counter() - t0) / 5
 
+    phases["numbers, strings, protocol"] = (t_cases, time.perf_counter())
+    t_load = time.perf_counter()
     # -- load: concurrent streams, then a SubmitGenerate flood whose accepted operations must all finish
     with ThreadPoolExecutor(args.clients) as pool:
         futs = [pool.submit(run_case, f"Generate under load #{i}", "load", gen(steps=4, seed=i),
@@ -354,6 +369,7 @@ def main() -> None:
                         ("NOT_DONE" if not op.done else f"op error {op.error.code}"), "handled": ok, "seconds": 0.0,
                         "expected": ["OK"]})
 
+    phases["load"] = (t_load, time.perf_counter())
     time.sleep(0.5)
     sampler_thread.stop.set()
     sampler_thread.join(5)
@@ -369,7 +385,8 @@ def main() -> None:
     # -- report
     health = sampler_thread.health
     lat = sorted(x[1] for x in health)
-    under = sorted(x[1] for x in health if t_bombs <= x[0] <= t_bombs_end)
+    b0, b1 = phases["PNG bombs"]
+    under = sorted(x[1] for x in health if b0 <= x[0] <= b1)
     not_serving = sum(not x[2] for x in health)
     peak = max(m for _, m in sampler_thread.memory)
     pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))] * 1e3 if xs else float("nan")  # noqa: E731
@@ -389,10 +406,18 @@ def main() -> None:
                   f"{r.get('expected_field') or ''}) {r.get('seconds')} s {r.get('details', '')[:120]!r}")
     print(f"\nhealth checks: {len(health)}, not SERVING/failed: {not_serving}")
     print(f"health latency ms: p50 {pct(lat, .5):.1f}, p99 {pct(lat, .99):.1f}, max {lat[-1] * 1e3:.1f}; "
-          f"under the PNG bombs ({t_bombs_end - t_bombs:.1f} s): p50 {pct(under, .5):.1f}, p99 {pct(under, .99):.1f}, "
+          f"under the PNG bombs ({b1 - b0:.1f} s): p50 {pct(under, .5):.1f}, p99 {pct(under, .99):.1f}, "
           f"max {(under[-1] if under else math.nan) * 1e3:.1f}")
     print(f"server memory (RSS{', both processes' if args.split else ''}): baseline {baseline / 2**20:.0f} MiB, "
           f"peak {peak / 2**20:.0f} MiB (+{(peak - baseline) / 2**20:.0f} MiB)")
+    phase_peaks = {}
+    for label, (a, b) in phases.items():
+        mem = [m for t, m in sampler_thread.memory if a <= t <= b + 0.2]
+        hl = sorted(x[1] for x in health if a <= x[0] <= b)
+        phase_peaks[label] = {"seconds": round(b - a, 1), "memory_peak_mib": max(mem) / 2**20 if mem else None,
+                              "health_max_ms": hl[-1] * 1e3 if hl else None}
+        print(f"  {label}: {b - a:.1f} s, memory peak +{(max(mem) - baseline) / 2**20 if mem else 0:.0f} MiB, "
+              f"health max {hl[-1] * 1e3 if hl else float('nan'):.0f} ms")
     print(f"version '01' generate: {version_s * 1e3:.0f} ms each; SubmitGenerate flood: {len(accepted)} accepted, "
           f"{refused} refused at submit, {lost} accepted but lost; server{'s' if args.split else ''} alive: {alive}")
     out = Path(args.out)
@@ -403,7 +428,7 @@ def main() -> None:
         "health_ms": {"p50": pct(lat, .5), "p99": pct(lat, .99), "max": lat[-1] * 1e3},
         "health_ms_under_bombs": {"p50": pct(under, .5), "p99": pct(under, .99),
                                   "max": under[-1] * 1e3 if under else None},
-        "memory_mib": {"baseline": baseline / 2**20, "peak": peak / 2**20},
+        "memory_mib": {"baseline": baseline / 2**20, "peak": peak / 2**20}, "phases": phase_peaks,
         "operations": {"accepted": len(accepted), "refused": refused, "lost": lost}, "alive": alive,
         "results": results}, indent=1))
     print(f"wrote {out}")
