@@ -142,14 +142,6 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "hostile.json"))
     args = ap.parse_args()
 
-    import grpc
-    import numpy as np
-    from google.longrunning import operations_pb2
-
-    from ldm3d import codec
-    from ldm3d.v1 import (autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, depth_pb2, depth_pb2_grpc,
-                          renderer_pb2, renderer_pb2_grpc, studio_pb2, studio_pb2_grpc)
-
     tmp = Path(tempfile.mkdtemp(prefix="ldm3d-hostile-"))
     checkpoint = args.checkpoint
     if checkpoint is None:
@@ -168,6 +160,22 @@ def main() -> None:
         gateway, target = start("all", checkpoint, *common)
     procs.insert(0, gateway)
     print(f"server{'s' if args.split else ''} up at {target} ({'split' if args.split else 'all-in-one'})")
+    try:
+        run(args, target, procs, renders)
+    finally:  # whatever happens to the run, no server outlives it
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+
+
+def run(args, target: str, procs: list, renders: Path) -> None:
+    import grpc
+    import numpy as np
+    from google.longrunning import operations_pb2
+
+    from ldm3d import codec
+    from ldm3d.v1 import (autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, depth_pb2, depth_pb2_grpc,
+                          renderer_pb2, renderer_pb2_grpc, studio_pb2, studio_pb2_grpc)
 
     channel = grpc.insecure_channel(target, options=[("grpc.max_send_message_length", 64 << 20),
                                                      ("grpc.max_receive_message_length", 64 << 20)])
