@@ -401,3 +401,22 @@ def test_a_killed_files_job_does_not_block_resubmitting_its_folder(tmp_path):
         assert result.artifacts[0].path == str(out / "scene" / "ods.png") and (out / "scene" / "ods.png").is_file()
     finally:
         second.stop()
+
+
+def test_a_result_too_large_for_a_message_is_refused_before_the_work(tiny_model):
+    s = ThreadServer(service="all", checkpoint=str(tiny_model), max_message_mb=2)
+    try:
+        with grpc.insecure_channel(s.target) as ch:
+            stub = studio_pb2_grpc.StudioStub(ch)
+            big = studio_pb2.GenerateRequest(prompt="x", steps=400, height=512, width=512, num_images=2,
+                                             image_encoding=2)  # raw: 2.5 MiB, over 2 MiB - margin
+            t0 = time.perf_counter()
+            for call in (lambda: list(stub.Generate(big, timeout=10)), lambda: stub.SubmitGenerate(big, timeout=10),
+                         lambda: stub.GenerateBatch(studio_pb2.GenerateBatchRequest(requests=[big]), timeout=10)):
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, info.value.details()
+                assert "IMAGE_ENCODING_PNG" in info.value.details()
+            assert time.perf_counter() - t0 < 5, "refused only after sampling 400 steps"
+    finally:
+        s.stop()

@@ -40,7 +40,7 @@ from . import metrics
 from .admission import Admission, Gate
 from .autoencoder import RGBDAutoencoderServicer
 from .config import ServeConfig
-from .depth_evaluator import DepthEvaluatorServicer, load_depth_models
+from .depth_evaluator import DepthEvaluatorServicer, load_depth_models, warm_up_depth
 from .downstream import Link, LocalStages, RemoteStages
 from .health import NOT_SERVING, SERVING, DownstreamMonitor, HealthServicer
 from .interceptor import ServerInterceptor
@@ -162,6 +162,10 @@ class Server:
                           if not cfg.remote[key]}
             await asyncio.to_thread(warm_up, self.registry.default().require_pipeline(), parts)
             log.info("warm: %s in %.1f s", ", ".join(sorted(parts)), time.perf_counter() - t0)
+        if any(depth_models) and not cfg.no_warmup:
+            t0 = time.perf_counter()
+            await asyncio.to_thread(warm_up_depth, *depth_models)
+            log.info("warm: depth models in %.1f s", time.perf_counter() - t0)
         await self._health.set("", SERVING)
         forwarded = self._forwarded_needs(services)
         for n in names:
@@ -216,7 +220,8 @@ class Server:
             fwd = _Forward(target, depth_pb2_grpc.DepthEvaluatorStub, "DepthEvaluator", self.cfg, self._link)
             self._cleanup.append(fwd.close)
             return fwd.servicer(depth_pb2_grpc.DepthEvaluatorServicer, ("Estimate", "Evaluate"))
-        servicer = DepthEvaluatorServicer(*models, self._gate("depth calls"), self.cfg.depth_max_input_pixels)
+        servicer = DepthEvaluatorServicer(*models, self._gate("depth calls"), self.cfg.depth_max_input_pixels,
+                                          self.cfg.max_message_bytes)
         self._cleanup.append(servicer.close)
         return servicer
 
@@ -235,8 +240,7 @@ class Server:
         local = LocalStages(stages) if stages is not None else None
         down = RemoteStages(self.cfg.remote, local, grpc_options(self.cfg), self._link)
         studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations,
-                                self._gate("generations"),
-                                self.cfg.operation_ttl_s)
+                                self._gate("generations"), self.cfg.operation_ttl_s, self.cfg.max_message_bytes)
         self._cleanup.append(studio.operations.close)
         self._cleanup.append(down.close)
         return studio

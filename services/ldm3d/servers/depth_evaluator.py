@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FailedPrecondition, InvalidArgument, LDM3DError, NotFound, invalid, renamed
+from ..errors import FailedPrecondition, InvalidArgument, LDM3DError, NotFound, ResourceExhausted, invalid, renamed
 from ..evaluation import DepthMetrics, aligned_depth, depth_metrics
 from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED
 from ..v1 import common_pb2, depth_pb2_grpc
@@ -87,8 +87,9 @@ def _load(source: str, kind: str, flag: str) -> ServedDepthModel:
 
 class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
     def __init__(self, estimator: ServedDepthModel | None, reference: ServedDepthModel | None,
-                 gate: Gate | None = None, max_input_pixels: int = 4096 * 4096):
+                 gate: Gate | None = None, max_input_pixels: int = 4096 * 4096, max_message_bytes: int = 64 << 20):
         self.estimator, self.reference = estimator, reference
+        self.max_message_bytes = max_message_bytes
         # every input image is checked from its PNG header or array shape before it is decoded (in a worker thread)
         self.limits = tensors.ImageLimits(max_pixels=max_input_pixels, flag="--depth-max-input-pixels")
         # calls accepted and not finished, Estimate and Evaluate together: refused at the door beyond it, before
@@ -124,6 +125,12 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
         if not request.HasField("predicted_depth"):
             raise invalid("predicted_depth", None, "set the 16-bit depth to evaluate (PNG or uint16 array)")
         kind = request.WhichOneof("reference")
+        size = tensors.declared_size(request.predicted_depth, "predicted_depth")
+        if request.include_aligned and size and size[0] * size[1] * 4 > self.max_message_bytes - (1 << 20):
+            raise ResourceExhausted(
+                f"include_aligned: the aligned map of a {size[0]}x{size[1]} depth is {size[0] * size[1] * 4 / 2**20:.0f}"
+                f" MiB of float32, over the {self.max_message_bytes / 2**20:.0f} MiB message limit "
+                "(--max-message-mb): leave include_aligned off or send a smaller map", field="include_aligned")
         # every image refused from what it declares before any is decoded (no decompression bombs)
         _declared(request, "predicted_depth", "depth", self.limits)
         if kind in ("reference_depth", "rgb"):
@@ -167,6 +174,18 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
 
     def _in_thread(self, fn, *args, **kwargs) -> asyncio.Future:
         return in_thread(self._pool, fn, *args, **kwargs)
+
+
+def warm_up_depth(estimator: ServedDepthModel | None, reference: ServedDepthModel | None) -> None:
+    """One inference of each configured depth model on a small image (the first call allocates and tunes), so that
+    the server reports SERVING only once they are warm."""
+    from ..evaluation.depth_models import estimate_metric_depth, estimate_relative_depth
+
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    if estimator is not None:
+        estimate_relative_depth(estimator.model, rgb)
+    if reference is not None:
+        estimate_metric_depth(reference.model, rgb, False)
 
 
 def _pick(served: ServedDepthModel | None, model: str, version: str, model_field: str, version_field: str,

@@ -36,13 +36,16 @@ from .operations import Operations
 from .stages import Sampled, Step
 
 MAX_BATCH = 16
+RESULT_MARGIN = 1 << 20  # the result's other fields (metadata, timings) around the images
 BATCH_IN_FLIGHT = 2
 
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
     def __init__(self, registry: ModelRegistry, downstream: RemoteStages, default_timeout_s: float,
-                 max_operations: int, gate: Gate | None = None, operation_ttl_s: float = 3600.0):
+                 max_operations: int, gate: Gate | None = None, operation_ttl_s: float = 3600.0,
+                 max_message_bytes: int = 64 << 20):
         self.registry, self.downstream, self.default_timeout_s = registry, downstream, default_timeout_s
+        self.max_message_bytes = max_message_bytes
         self.operations = Operations(max_operations, operation_ttl_s)
         self.gate = gate or Gate(33, "generations", "--max-running + --max-queued")
 
@@ -71,6 +74,12 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def _batch(self, request: pb.GenerateBatchRequest, context) -> pb.GenerateBatchResponse:
         jobs = [await self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all first
+        raw_bytes = sum(p.num_images * p.height * p.width * 5 for _, p, raw in jobs if raw)
+        if raw_bytes > self.max_message_bytes - RESULT_MARGIN:  # the one response carries every item's images
+            raise ResourceExhausted(
+                f"requests: their raw images take {raw_bytes / 2**20:.1f} MiB together, over the "
+                f"{self.max_message_bytes / 2**20:.0f} MiB message limit (--max-message-mb): ask for "
+                "IMAGE_ENCODING_PNG or send fewer requests per batch", field="requests")
         deadline = self._call("", context).deadline
         # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would
         # only fill the sampler's admission queue (and be refused) on behalf of a single call
@@ -134,11 +143,22 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             p = generate_params(request, prompt=request.prompt, negative_prompt=request.negative_prompt,
                                 init_rgb=init_rgb, init_depth=init_depth).resolved(served.spec)
             raw = tensors.is_raw(request.image_encoding)
+            self._check_result_size(p, raw)
         except Exception as exc:
             if prefix and getattr(exc, "field", None):
                 exc.field = prefix + exc.field
             raise
         return served, p, raw
+
+    def _check_result_size(self, p, raw: bool) -> None:
+        """Raw arrays are 5 bytes a pixel (RGB + 16-bit depth): a result that cannot fit one message is refused
+        before the work, not after it (PNGs compress by an amount known only once encoded: not checked)."""
+        size = p.num_images * p.height * p.width * 5
+        if raw and size > self.max_message_bytes - RESULT_MARGIN:
+            raise ResourceExhausted(
+                f"image_encoding: {p.num_images} raw {p.width}x{p.height} images take {size / 2**20:.1f} MiB, over "
+                f"the {self.max_message_bytes / 2**20:.0f} MiB message limit (--max-message-mb): ask for "
+                "IMAGE_ENCODING_PNG or fewer images", field="image_encoding")
 
     async def _run(self, served: ServedModel, p, raw: bool, call: Call, patient: bool = False
                    ) -> AsyncIterator[Step | pb.GenerateResult]:
