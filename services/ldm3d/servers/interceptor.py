@@ -1,7 +1,7 @@
 """The one server interceptor: API keys, request id, metrics, logs, and typed errors → gRPC status (like TGI's and
 KServe's).
 
-Servicers raise :mod:`ldm3d.errors` types and never touch status codes; this maps them once (see :mod:`.status`).
+Servicers raise :mod:`ldm3d.errors` types and never touch status codes; this maps them once (see :mod:`ldm3d.wire.status`).
 ``asyncio.CancelledError`` (the client cancelled, or its deadline passed) propagates untouched and is logged as
 CANCELLED, never as an error. A response-streaming handler may be an async generator (ours) or a coroutine that
 writes with ``context.write`` (``grpc.health.v1.Health/Watch``): each is wrapped in its own kind.

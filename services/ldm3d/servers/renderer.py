@@ -34,7 +34,7 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import aclosing
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
