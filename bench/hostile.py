@@ -184,6 +184,7 @@ def run(args, target: str, procs: list, renders: Path) -> None:
     depth = depth_pb2_grpc.DepthEvaluatorStub(channel)
     render = renderer_pb2_grpc.PanoramaRendererStub(channel)
     sampler_thread = Sampler(target, [p.pid for p in procs])
+    t_start = time.perf_counter()
     sampler_thread.start()
     time.sleep(1.0)
     baseline = statistics.median(m for _, m in sampler_thread.memory[-10:])
@@ -437,6 +438,7 @@ def run(args, target: str, procs: list, renders: Path) -> None:
         "health_ms_under_bombs": {"p50": pct(under, .5), "p99": pct(under, .99),
                                   "max": under[-1] * 1e3 if under else None},
         "memory_mib": {"baseline": baseline / 2**20, "peak": peak / 2**20}, "phases": phase_peaks,
+        "memory_timeline_mib": [(round(t - t_start, 1), round(m / 2**20)) for t, m in sampler_thread.memory[::20]],
         "operations": {"accepted": len(accepted), "refused": refused, "lost": lost}, "alive": alive,
         "results": results}, indent=1))
     print(f"wrote {out}")

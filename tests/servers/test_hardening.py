@@ -420,3 +420,32 @@ def test_a_result_too_large_for_a_message_is_refused_before_the_work(tiny_model)
             assert time.perf_counter() - t0 < 5, "refused only after sampling 400 steps"
     finally:
         s.stop()
+
+
+def test_refused_calls_do_not_keep_their_requests_alive(channel, bombs):
+    """A refused call's exception must not keep its request (here a 130 KB bomb) alive until the cyclic GC runs:
+    with the collector off, 300 refusals leave the process's memory where it was."""
+    import gc
+
+    import psutil
+
+    from ldm3d.v1 import autoencoder_pb2, autoencoder_pb2_grpc, common_pb2
+
+    stub = autoencoder_pb2_grpc.RGBDAutoencoderStub(channel)
+    req = autoencoder_pb2.EncodeRGBDRequest(image=common_pb2.RGBD(rgb=common_pb2.Image(png=bombs["rgb64"]),
+                                                                  depth=common_pb2.Image(png=bombs["depth"])))
+    me = psutil.Process()
+    for _ in range(20):  # warm the allocator
+        with pytest.raises(grpc.RpcError):
+            stub.Encode(req, timeout=10)
+    gc.collect()
+    gc.disable()
+    try:
+        rss0 = me.memory_info().rss
+        for _ in range(300):
+            with pytest.raises(grpc.RpcError):
+                stub.Encode(req, timeout=10)
+        grown = me.memory_info().rss - rss0
+    finally:
+        gc.enable()
+    assert grown < 12 * 2**20, f"{grown / 2**20:.0f} MiB kept by 300 refused calls"

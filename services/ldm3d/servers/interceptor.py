@@ -125,8 +125,11 @@ class _Call:
         if isinstance(exc, grpc.aio.AbortError):  # a servicer aborted on purpose: the status is already set
             self.code = (context.code() or grpc.StatusCode.UNKNOWN).name
             raise exc
-        code, message, trailers = to_status(exc)
+        code, message, trailers = to_status(exc)  # logs the traceback of an unexpected error first
         self.code = code.name
+        # the traceback's frames hold the request (a bomb's bytes, decoded arrays) and the exception sits in
+        # reference cycles that only the cyclic GC frees: without this, memory grows with every refused call
+        exc.__traceback__ = None
         await context.abort(code, message, trailing_metadata=trailers)
 
     def done(self):
@@ -150,6 +153,7 @@ def _unary(behavior, method: str, header_id: str, quiet: bool):
             call.code = "CANCELLED"
             raise
         except Exception as exc:  # noqa: BLE001 - mapped (or re-raised) in one place
+            request = None  # noqa: F841 - nothing below needs it; the abort's traceback must not keep it alive
             await call.fail(context, exc)
         finally:
             call.done()
@@ -173,6 +177,7 @@ def _stream(behavior, method: str, header_id: str, quiet: bool):
             call.code = "CANCELLED"
             raise
         except Exception as exc:  # noqa: BLE001
+            request = None  # noqa: F841 - as in _unary
             await call.fail(context, exc)
         finally:
             call.done()
