@@ -421,7 +421,7 @@ def run(args, target: str, procs: list, renders: Path) -> None:
           f"peak {peak / 2**20:.0f} MiB (+{(peak - baseline) / 2**20:.0f} MiB)")
     phase_peaks = {}
     for label, (a, b) in phases.items():
-        mem = [m for t, m in sampler_thread.memory if a <= t <= b + 0.2]
+        mem = [m for t, m in sampler_thread.memory if a <= t <= b]
         hl = sorted(x[1] for x in health if a <= x[0] <= b)
         phase_peaks[label] = {"seconds": round(b - a, 1), "memory_peak_mib": max(mem) / 2**20 if mem else None,
                               "health_max_ms": hl[-1] * 1e3 if hl else None}
