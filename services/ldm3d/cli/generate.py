@@ -41,6 +41,10 @@ def register(sub) -> None:
     g.add_argument("--seed", type=int, help="random seed (default: drawn, and written to the .json)")
     g.add_argument("--scheduler", choices=list(SCHEDULERS), help="default: the checkpoint's own (PNDM for Intel/ldm3d)")
     g.add_argument("--num-images", type=int, default=1, metavar="N", help="images per prompt")
+    g.add_argument("--seamless", action=argparse.BooleanOptionalAction, default=None,
+                   help="360 panorama whose left and right edges meet (circular padding along x in the U-Net and "
+                        "VAE). Default: on when width = 2 x height (equirectangular, e.g. Intel/ldm3d-pano's "
+                        "1024x512) on --model; a --repository serves what `ldm3d export [--seamless]` baked in")
     i = p.add_argument_group("image-to-image")
     i.add_argument("--init-rgb", metavar="PNG", help="init RGB image (its size must be --width x --height)")
     i.add_argument("--init-depth", metavar="PNG", help="init depth, a 16-bit grayscale PNG")
@@ -76,6 +80,7 @@ def _params(args) -> GenerateParams:
         prompt=args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         steps=args.steps, guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler,
         num_images=args.num_images, init_rgb=init_rgb, init_depth=init_depth, strength=args.strength,
+        seamless=args.seamless,
     )
 
 
@@ -120,6 +125,10 @@ def run(args) -> int:
             bar = tqdm(total=total, desc="denoising", unit="step", file=sys.stderr, leave=False)
         bar.update(step - bar.n)
 
+    if args.server and args.seamless is not None:
+        raise InvalidArgument("--seamless/--no-seamless are not sent over gRPC: the platform pads as its repository "
+                              "was exported (`ldm3d export --seamless`), or, serving a checkpoint, wraps 2:1 sizes; "
+                              "drop the flag", field="seamless")
     try:
         if args.server:
             from ..client import generate as remote_generate

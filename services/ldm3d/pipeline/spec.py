@@ -46,6 +46,9 @@ class PipelineSpec:
     text_hidden_size: int  # 768 for SD v1.x
     checkpoint_hash: str = ""  # sha256 over the config + weight files' contents (short form in metadata)
     versions: dict = field(default_factory=dict)  # model name → version (repository runtimes)
+    # seamless (circular x) padding: None = chosen per request (torch runtime); True/False = baked into the ONNX
+    # graphs by `ldm3d export [--seamless]` (repository runtimes), recorded in the versions' manifests
+    seamless: bool | None = None
 
     @property
     def default_height(self) -> int:
