@@ -1,0 +1,220 @@
+"""``ldm3d pano``: the paper's two-stage panorama pipeline in one command — text (or your panorama) → a seamless
+RGBD panorama → ODS stereo still, 360 stereo MP4, GLB mesh and the viewer page, all in DIR.
+
+    ldm3d pano --model demo/tiny --prompt "a cabin in the woods" --out demo/pano
+    ldm3d pano --model Intel/ldm3d-pano --prompt "a beach at sunset" --out beach          # 1024x512 by default
+    ldm3d pano --model M --prompt "..." --init-rgb my_pano.png --estimate-depth --strength 0.7 --out mine
+    ldm3d view demo/pano                                                                 # look around it
+
+DIR then holds panorama_rgb.png, panorama_depth.png (16-bit), panorama_depth_preview.png, panorama.json (the
+generation record), ods.png (top-bottom, left eye on top), <path>.mp4 (camera move), <path>_360.mp4 (360 stereo,
+with spherical-video metadata), mesh.glb, index.html + viewer/ (the page) and pano.json (every parameter; written
+last, so a folder with pano.json is complete). --model takes a diffusers checkpoint (torch; seamless by default) or
+a model repository from `ldm3d export` (embedded ONNX Runtime; seamless if it was exported with --seamless).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..errors import InvalidArgument, LDM3DError
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 1024x512") from None
+
+
+class _Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    pass
+
+
+def register(sub) -> None:
+    from ..pipeline.schedulers import SCHEDULERS
+    from ..render.camera import PATHS
+
+    p = sub.add_parser("pano", help="text → seamless RGBD panorama → ODS still, 360 MP4, GLB and a viewer page",
+                       description=__doc__, formatter_class=_Fmt)
+    p.add_argument("--model", required=True, metavar="M",
+                   help="diffusers LDM3D checkpoint folder or hub id (e.g. Intel/ldm3d-pano), or a model repository")
+    p.add_argument("--prompt", required=True, help="what the panorama shows")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    i = p.add_argument_group("image-to-image (the paper's Fig. 2a: your panorama, its depth by DPT)")
+    i.add_argument("--init-rgb", metavar="PANO.png", help="an equirectangular 2:1 RGB panorama to start from")
+    d = i.add_mutually_exclusive_group()
+    d.add_argument("--init-depth", metavar="D.png", help="its 16-bit depth (larger = nearer)")
+    d.add_argument("--estimate-depth", action="store_true", help="estimate its depth with DPT (--depth-model)")
+    i.add_argument("--strength", type=float, default=0.7, help="how far to noise the init panorama, in (0, 1]")
+    i.add_argument("--depth-model", default="Intel/dpt-large", metavar="DIR_OR_ID",
+                   help="DPT checkpoint for --estimate-depth (`ldm3d make-tiny-depth-model DIR --kind dpt` offline)")
+    g = p.add_argument_group("generation")
+    g.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from")
+    g.add_argument("--height", type=int, help="pixels (default: the checkpoint's, or half --width)")
+    g.add_argument("--width", type=int, help="pixels, 2 x height (default: 2 x --height)")
+    g.add_argument("--steps", type=int, default=50, help="denoising steps")
+    g.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (the paper: 5)")
+    g.add_argument("--seed", type=int, help="random seed (default: drawn, and recorded)")
+    g.add_argument("--scheduler", choices=list(SCHEDULERS), help="default: the checkpoint's own")
+    g.add_argument("--no-seamless", dest="seamless", action="store_false",
+                   help="plain zero padding: the left and right edges will not meet (a seam behind you)")
+    r = p.add_argument_group("360 rendering (DepthFusion)")
+    r.add_argument("--eye-size", type=_size, metavar="WxH",
+                   help="per-eye size of the ODS still and the 360 video (default: the panorama's)")
+    r.add_argument("--path", default="orbit", choices=list(PATHS),
+                   help="head movement of the videos (the 360 video's eye centre follows it)")
+    r.add_argument("--seconds", type=float, default=4.0, help="video length")
+    r.add_argument("--fps", type=float, default=24.0, help="video frame rate")
+    r.add_argument("--size", type=_size, default=(960, 540), metavar="WxH", help="camera-move video frame size")
+    r.add_argument("--no-video", action="store_true", help="skip both MP4s (still, mesh and page only)")
+    r.add_argument("--radius", type=float, default=2.0, help="sphere radius in metres (the viewer's scale)")
+    r.add_argument("--depth-strength", type=float, default=1.0, help="how far depth moves the sphere (0..2)")
+    r.add_argument("--ipd", type=float, default=0.064, help="eye separation in metres")
+    r.add_argument("--mesh-step", type=int, default=1, help="mesh vertex every N pixels (2 or 4 for big panoramas)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def _pipeline(model: str):
+    from ..pipeline import LDM3DPipeline
+
+    if (Path(model) / "unet" / "config.pbtxt").is_file():  # a model repository from `ldm3d export`
+        return LDM3DPipeline.from_repository(model)
+    return LDM3DPipeline.from_checkpoint(model)
+
+
+def _check_sizes(args, spec) -> None:
+    """Equirectangular 2:1: fill the missing side, refuse other shapes with the flag to change."""
+    if args.init_rgb is not None:
+        return  # sizes come from the init image (checked below)
+    if args.height is None and args.width is None:
+        args.height = spec.default_height
+    if args.width is None:
+        args.width = 2 * args.height
+    elif args.height is None:
+        args.height = args.width // 2
+    if args.width != 2 * args.height:
+        raise InvalidArgument(f"--width {args.width} --height {args.height} is not 2:1: a 360 panorama is "
+                              f"equirectangular (e.g. --width {2 * args.height} --height {args.height})", field="width")
+
+
+def run(args) -> int:
+    from .. import codec
+    from ..render import RenderSpec, render_job
+    from ..viewer import MANIFEST, write_viewer
+    from .generate import _params, write_outputs
+
+    t0 = time.perf_counter()
+    if args.init_depth is None and not args.estimate_depth and args.init_rgb is not None:
+        raise InvalidArgument("--init-rgb needs --init-depth D.png or --estimate-depth", field="init_depth")
+    if args.init_rgb is None and (args.init_depth is not None or args.estimate_depth):
+        raise InvalidArgument("--init-depth/--estimate-depth need --init-rgb PANO.png", field="init_rgb")
+    out = Path(args.out)
+    pipe = _pipeline(args.model)
+    _check_sizes(args, pipe.spec)
+    # stage 1: the RGBD panorama (the generate command's parameter handling, image-to-image and DPT included)
+    args.num_images = 1
+    seamless = args.seamless
+    if pipe.spec.seamless is not None:  # a repository: its export decided
+        if not pipe.spec.seamless and seamless:
+            print(f"ldm3d pano: note: {args.model} was exported without --seamless, so the panorama's edges will "
+                  "not meet; `ldm3d export --seamless` fixes that", file=sys.stderr)
+        seamless = None if seamless else False
+    args_seamless = args.seamless
+    args.seamless = seamless
+    params = _params(args)
+    args.seamless = args_seamless
+    if params.init_rgb is not None:
+        h, w = params.init_rgb.shape[:2]
+        if w != 2 * h:
+            raise InvalidArgument(f"--init-rgb is {w}x{h}, not 2:1: give an equirectangular 360 panorama (or use "
+                                  "`ldm3d generate` + `ldm3d render` for a normal photo)", field="init_rgb")
+    bar = _bar(args, "denoising", "step")
+    try:
+        result = pipe(params, on_step=lambda done, total, _s: bar(done, total, ""))
+    finally:
+        bar.close()
+    if args.estimate_depth and result.metadata.get("image_to_image"):
+        result.metadata["image_to_image"]["init_depth"] = f"estimated by {args.depth_model}"
+    write_outputs(result, out, "panorama")
+    t1 = time.perf_counter()
+
+    # stage 2: DepthFusion — ODS still, camera-move and 360 stereo videos, the GLB mesh
+    spec = RenderSpec(rgb=result.rgb[0], depth=result.depth[0], projection="equirect", radius=args.radius,
+                      depth_strength=args.depth_strength, ipd=args.ipd, ods=True, eye_size=args.eye_size,
+                      path=None if args.no_video else args.path, seconds=args.seconds, fps=args.fps, size=args.size,
+                      video360=not args.no_video, meshes=("glb",), mesh_step=args.mesh_step)
+    bar = _bar(args, "render", "step")
+    try:
+        rendered = render_job(spec, out_dir=out, progress=lambda done, total, msg: bar(done, total, msg))
+    except LDM3DError as err:
+        from .render import _with_flag
+
+        raise _with_flag(err) from None
+    finally:
+        bar.close()
+    t2 = time.perf_counter()
+
+    # the page and its manifest (last: a folder with pano.json is complete)
+    write_viewer(out)
+    files = {"rgb": "panorama_rgb.png", "depth": "panorama_depth.png",
+             "depth_preview": "panorama_depth_preview.png", "generation": "panorama.json", "page": "index.html"}
+    for a in rendered.artifacts:
+        key = {"ods.png": "ods", "mesh.glb": "mesh"}.get(a.name)
+        key = key or ("video360" if a.name.endswith("_360.mp4") else "video" if a.name.endswith(".mp4") else a.name)
+        files[key] = a.name
+    manifest = {
+        "prompt": params.prompt,
+        "files": files,
+        "generation": result.metadata,
+        "render": {"radius": args.radius, "depth_strength": args.depth_strength, "ipd": args.ipd,
+                   "projection": rendered.projection, "panorama_size": list(rendered.panorama_size),
+                   "eye_size": list(args.eye_size or rendered.panorama_size), "path": None if args.no_video
+                   else args.path, "seconds": args.seconds, "fps": args.fps, "size": list(args.size),
+                   "mesh_step": args.mesh_step, "stereo": "top-bottom, left eye on top",
+                   "artifacts": {a.name: a.metadata for a in rendered.artifacts}},
+        "timings_s": {"generate": round(t1 - t0, 3), "render": round(t2 - t1, 3), "total": round(t2 - t0, 3)},
+    }
+    codec.write_bytes_atomic(out / MANIFEST, (json.dumps(manifest, indent=2, default=_jsonable) + "\n").encode())
+    for name in sorted(files.values()):
+        print(out / name)
+    print(out / MANIFEST)
+    print(f"\nlook around it: ldm3d view {out}", file=sys.stderr)
+    return 0
+
+
+def _jsonable(o):
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+class _bar:
+    """A tqdm bar created on first use (and none with --no-progress)."""
+
+    def __init__(self, args, desc: str, unit: str):
+        self.off, self.desc, self.unit, self.bar = args.no_progress, desc, unit, None
+
+    def __call__(self, done: int, total: int, message: str) -> None:
+        if self.off:
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.desc, unit=self.unit, file=sys.stderr, leave=False,
+                            dynamic_ncols=True)
+        if message:
+            self.bar.set_postfix_str(message, refresh=False)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
