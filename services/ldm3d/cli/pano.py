@@ -16,6 +16,7 @@ a model repository from `ldm3d export` (embedded ONNX Runtime; seamless if it wa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -105,16 +106,33 @@ def _check_sizes(args, spec) -> None:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from .. import codec
-    from ..render import RenderSpec, render_job
+    from ..render import RenderLimits, render_job
+    from ..render.geometry import check_depth_params
+    from ..render.job import check_spec
     from ..viewer import MANIFEST, write_viewer
     from .generate import _params, write_outputs
+    from .render import _with_flag
 
     t0 = time.perf_counter()
     if args.init_depth is None and not args.estimate_depth and args.init_rgb is not None:
         raise InvalidArgument("--init-rgb needs --init-depth D.png or --estimate-depth", field="init_depth")
     if args.init_rgb is None and (args.init_depth is not None or args.estimate_depth):
         raise InvalidArgument("--init-depth/--estimate-depth need --init-rgb PANO.png", field="init_rgb")
+    # cheap checks first: a mistyped flag should not wait for a model to load
+    if args.init_rgb is not None:
+        h, w = codec.read_rgb(args.init_rgb, "--init-rgb").shape[:2]
+        if w != 2 * h:
+            raise InvalidArgument(f"--init-rgb is {w}x{h}, not 2:1: give an equirectangular 360 panorama (or use "
+                                  "`ldm3d generate` + `ldm3d render` for a normal photo)", field="init_rgb")
+    elif args.width is not None and args.height is not None and args.width != 2 * args.height:
+        _check_sizes(args, None)
+    try:
+        check_depth_params("linear", args.depth_strength, args.radius)
+    except LDM3DError as err:
+        raise _with_flag(err) from None
     out = Path(args.out)
     pipe = _pipeline(args.model)
     _check_sizes(args, pipe.spec)
@@ -126,15 +144,13 @@ def run(args) -> int:
             print(f"ldm3d pano: note: {args.model} was exported without --seamless, so the panorama's edges will "
                   "not meet; `ldm3d export --seamless` fixes that", file=sys.stderr)
         seamless = None if seamless else False
-    args_seamless = args.seamless
-    args.seamless = seamless
-    params = _params(args)
-    args.seamless = args_seamless
-    if params.init_rgb is not None:
-        h, w = params.init_rgb.shape[:2]
-        if w != 2 * h:
-            raise InvalidArgument(f"--init-rgb is {w}x{h}, not 2:1: give an equirectangular 360 panorama (or use "
-                                  "`ldm3d generate` + `ldm3d render` for a normal photo)", field="init_rgb")
+    params = dataclasses.replace(_params(args), seamless=seamless)
+    # every render parameter is checked before minutes of generation, on a stand-in of the panorama's size
+    h, w = (params.height, params.width) if params.init_rgb is None else params.init_rgb.shape[:2]
+    try:
+        check_spec(_render_spec(args, np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint16)), RenderLimits())
+    except LDM3DError as err:
+        raise _with_flag(err) from None
     bar = _bar(args, "denoising", "step")
     try:
         result = pipe(params, on_step=lambda done, total, _s: bar(done, total, ""))
@@ -146,16 +162,11 @@ def run(args) -> int:
     t1 = time.perf_counter()
 
     # stage 2: DepthFusion — ODS still, camera-move and 360 stereo videos, the GLB mesh
-    spec = RenderSpec(rgb=result.rgb[0], depth=result.depth[0], projection="equirect", radius=args.radius,
-                      depth_strength=args.depth_strength, ipd=args.ipd, ods=True, eye_size=args.eye_size,
-                      path=None if args.no_video else args.path, seconds=args.seconds, fps=args.fps, size=args.size,
-                      video360=not args.no_video, meshes=("glb",), mesh_step=args.mesh_step)
     bar = _bar(args, "render", "step")
     try:
-        rendered = render_job(spec, out_dir=out, progress=lambda done, total, msg: bar(done, total, msg))
+        rendered = render_job(_render_spec(args, result.rgb[0], result.depth[0]), out_dir=out,
+                              progress=lambda done, total, msg: bar(done, total, msg))
     except LDM3DError as err:
-        from .render import _with_flag
-
         raise _with_flag(err) from None
     finally:
         bar.close()
@@ -187,6 +198,15 @@ def run(args) -> int:
     print(out / MANIFEST)
     print(f"\nlook around it: ldm3d view {out}", file=sys.stderr)
     return 0
+
+
+def _render_spec(args, rgb, depth):
+    from ..render import RenderSpec
+
+    return RenderSpec(rgb=rgb, depth=depth, projection="equirect", radius=args.radius,
+                      depth_strength=args.depth_strength, ipd=args.ipd, ods=True, eye_size=args.eye_size,
+                      path=None if args.no_video else args.path, seconds=args.seconds, fps=args.fps, size=args.size,
+                      video360=not args.no_video, meshes=("glb",), mesh_step=args.mesh_step)
 
 
 def _jsonable(o):

@@ -86,7 +86,7 @@ class _Handler(SimpleHTTPRequestHandler):
             return str(STATIC / "index.html")
         if rel.startswith("viewer/"):
             target = (STATIC / rel[len("viewer/"):]).resolve()
-            return str(target) if target.is_relative_to(STATIC) else str(STATIC / "missing")
+            return str(target) if target.is_relative_to(STATIC) and target.is_file() else str(STATIC / "missing")
         return super().translate_path(path)  # under the folder; '..' cannot leave it
 
     def guess_type(self, path) -> str:

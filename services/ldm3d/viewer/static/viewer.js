@@ -115,6 +115,18 @@ async function main() {
     }
   });
   scene.add(gltf.scene);
+  // Behind the mesh, the panorama on a plain sphere: the mesh leaves gaps at depth edges (no rubber sheet), and
+  // through them one sees the panorama's colour in that direction rather than black.
+  if (m.files.rgb) {
+    const texture = await new THREE.TextureLoader().loadAsync(m.files.rgb);
+    texture.colorSpace = THREE.SRGBColorSpace;
+    const far = 1.5 * radius * (1 + ((m.render && m.render.depth_strength) || 1));
+    const sphere = new THREE.SphereGeometry(far, 128, 64);
+    // SphereGeometry puts u at (-cos u, sin u) in (x, z); the panorama's longitude is atan2(x, -z) = 2 pi u - pi
+    // (centre ahead along -Z, x to the right), which is the map (x, z) -> (-z, -x)
+    sphere.applyMatrix4(new THREE.Matrix4().set(0, 0, -1, 0, 0, 1, 0, 0, -1, 0, 0, 0, 0, 0, 0, 1));
+    scene.add(new THREE.Mesh(sphere, new THREE.MeshBasicMaterial({ map: texture, side: THREE.DoubleSide })));
+  }
 
   // look around: pointer events cover mouse, pen and touch
   let drag = null;
@@ -155,10 +167,12 @@ async function main() {
     renderer.setSize(window.innerWidth, window.innerHeight);
   });
 
-  const clock = new THREE.Clock();
+  let last = performance.now();
   const speed = 0.25 * radius; // metres per second
   renderer.setAnimationLoop(() => {
-    const step = speed * Math.min(clock.getDelta(), 0.1);
+    const now = performance.now();
+    const step = speed * Math.min((now - last) / 1000, 0.1);
+    last = now;
     const axis = (pos, neg) => (held.has(pos) ? 1 : 0) - (held.has(neg) ? 1 : 0);
     const f = axis('KeyW', 'KeyS') + axis('ArrowUp', 'ArrowDown');
     const r = axis('KeyD', 'KeyA') + axis('ArrowRight', 'ArrowLeft');
