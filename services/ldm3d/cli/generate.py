@@ -64,16 +64,20 @@ class _Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFo
     pass
 
 
-def _params(args) -> GenerateParams:
+def _params(args, estimate_depth=None) -> GenerateParams:
+    """The request from the flags; ``estimate_depth(rgb) -> uint16 depth`` replaces the local DPT (a server's)."""
     init_rgb = codec.read_rgb(args.init_rgb, "--init-rgb") if args.init_rgb else None
     init_depth = codec.read_depth(args.init_depth, "--init-depth") if args.init_depth else None
     if args.estimate_depth:
         if init_rgb is None or init_depth is not None:
             raise InvalidArgument("--estimate-depth needs --init-rgb and replaces --init-depth: give one of them",
                                   field="init_depth")
-        from ..evaluation.depth_models import estimate_relative_depth, load_depth_model
+        if estimate_depth is not None:
+            init_depth = estimate_depth(init_rgb)
+        else:
+            from ..evaluation.depth_models import estimate_relative_depth, load_depth_model
 
-        init_depth = estimate_relative_depth(load_depth_model(args.depth_model, field="depth_model"), init_rgb)
+            init_depth = estimate_relative_depth(load_depth_model(args.depth_model, field="depth_model"), init_rgb)
     if init_rgb is not None and args.height is None and args.width is None:
         args.height, args.width = init_rgb.shape[:2]
     return GenerateParams(

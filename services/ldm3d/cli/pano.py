@@ -4,6 +4,7 @@ RGBD panorama → ODS stereo still, 360 stereo MP4, GLB mesh and the viewer page
     ldm3d pano --model demo/tiny --prompt "a cabin in the woods" --out demo/pano
     ldm3d pano --model Intel/ldm3d-pano --prompt "a beach at sunset" --out beach          # 1024x512 by default
     ldm3d pano --model M --prompt "..." --init-rgb my_pano.png --estimate-depth --strength 0.7 --out mine
+    ldm3d pano --server localhost:50051 --prompt "a cabin in the woods" --out demo/pano  # on the gRPC platform
     ldm3d view demo/pano                                                                 # look around it
 
 DIR then holds panorama_rgb.png, panorama_depth.png (16-bit), panorama_depth_preview.png, panorama.json (the
@@ -11,6 +12,8 @@ generation record), ods.png (top-bottom, left eye on top), <path>.mp4 (camera mo
 with spherical-video metadata), mesh.glb, index.html + viewer/ (the page) and pano.json (every parameter; written
 last, so a folder with pano.json is complete). --model takes a diffusers checkpoint (torch; seamless by default) or
 a model repository from `ldm3d export` (embedded ONNX Runtime; seamless if it was exported with --seamless).
+With --server HOST:PORT both stages run on a platform (`ldm3d serve all`: Studio.Generate, then a PanoramaRenderer
+operation) and the very same files are written here.
 """
 
 from __future__ import annotations
@@ -43,8 +46,9 @@ def register(sub) -> None:
 
     p = sub.add_parser("pano", help="text → seamless RGBD panorama → ODS still, 360 MP4, GLB and a viewer page",
                        description=__doc__, formatter_class=_Fmt)
-    p.add_argument("--model", required=True, metavar="M",
-                   help="diffusers LDM3D checkpoint folder or hub id (e.g. Intel/ldm3d-pano), or a model repository")
+    p.add_argument("--model", metavar="M",
+                   help="diffusers LDM3D checkpoint folder or hub id (e.g. Intel/ldm3d-pano), or a model repository; "
+                        "with --server, the served model's name (default: the server's default)")
     p.add_argument("--prompt", required=True, help="what the panorama shows")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     i = p.add_argument_group("image-to-image (the paper's Fig. 2a: your panorama, its depth by DPT)")
@@ -78,6 +82,9 @@ def register(sub) -> None:
     r.add_argument("--depth-strength", type=float, default=1.0, help="how far depth moves the sphere (0..2)")
     r.add_argument("--ipd", type=float, default=0.064, help="eye separation in metres")
     r.add_argument("--mesh-step", type=int, default=1, help="mesh vertex every N pixels (2 or 4 for big panoramas)")
+    p.add_argument("--server", metavar="HOST:PORT",
+                   help="run both stages on a platform (`ldm3d serve all`): Studio.Generate, then a "
+                        "PanoramaRenderer job (and DepthEvaluator for --estimate-depth); the page is written here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -90,12 +97,12 @@ def _pipeline(model: str):
     return LDM3DPipeline.from_checkpoint(model)
 
 
-def _check_sizes(args, spec) -> None:
+def _check_sizes(args, default_height: int | None) -> None:
     """Equirectangular 2:1: fill the missing side, refuse other shapes with the flag to change."""
     if args.init_rgb is not None:
         return  # sizes come from the init image (checked below)
     if args.height is None and args.width is None:
-        args.height = spec.default_height
+        args.height = default_height
     if args.width is None:
         args.width = 2 * args.height
     elif args.height is None:
@@ -109,7 +116,7 @@ def run(args) -> int:
     import numpy as np
 
     from .. import codec
-    from ..render import RenderLimits, render_job
+    from ..render import RenderLimits
     from ..render.geometry import check_depth_params
     from ..render.job import check_spec
     from ..viewer import MANIFEST, write_viewer
@@ -128,32 +135,47 @@ def run(args) -> int:
             raise InvalidArgument(f"--init-rgb is {w}x{h}, not 2:1: give an equirectangular 360 panorama (or use "
                                   "`ldm3d generate` + `ldm3d render` for a normal photo)", field="init_rgb")
     elif args.width is not None and args.height is not None and args.width != 2 * args.height:
-        _check_sizes(args, None)
+        _check_sizes(args, 0)
     try:
         check_depth_params("linear", args.depth_strength, args.radius)
     except LDM3DError as err:
         raise _with_flag(err) from None
+    if not args.model and not args.server:
+        raise InvalidArgument("--model M is required (a checkpoint folder, hub id or model repository), or "
+                              "--server HOST:PORT", field="model")
     out = Path(args.out)
-    pipe = _pipeline(args.model)
-    _check_sizes(args, pipe.spec)
-    # stage 1: the RGBD panorama (the generate command's parameter handling, image-to-image and DPT included)
     args.num_images = 1
-    seamless = args.seamless
-    if pipe.spec.seamless is not None:  # a repository: its export decided
-        if not pipe.spec.seamless and seamless:
-            print(f"ldm3d pano: note: {args.model} was exported without --seamless, so the panorama's edges will "
-                  "not meet; `ldm3d export --seamless` fixes that", file=sys.stderr)
-        seamless = None if seamless else False
-    params = dataclasses.replace(_params(args), seamless=seamless)
+    if args.server:
+        stages = _RemoteStages(args)
+        if not args.seamless:
+            raise InvalidArgument("--no-seamless is not sent over gRPC: the platform pads as its repository was "
+                                  "exported, or, serving a checkpoint, wraps 2:1 sizes; drop the flag",
+                                  field="seamless")
+        _check_sizes(args, stages.default_height)
+        params = _params(args, estimate_depth=stages.estimate_depth)
+        params = dataclasses.replace(params, seamless=None)
+    else:
+        pipe = _pipeline(args.model)
+        stages = _LocalStages(pipe)
+        _check_sizes(args, pipe.spec.default_height)
+        # stage 1's parameters: the generate command's handling, image-to-image and DPT included
+        seamless = args.seamless
+        if pipe.spec.seamless is not None:  # a repository: its export decided
+            if not pipe.spec.seamless and seamless:
+                print(f"ldm3d pano: note: {args.model} was exported without --seamless, so the panorama's edges "
+                      "will not meet; `ldm3d export --seamless` fixes that", file=sys.stderr)
+            seamless = None if seamless else False
+        params = dataclasses.replace(_params(args), seamless=seamless)
     # every render parameter is checked before minutes of generation, on a stand-in of the panorama's size
     h, w = (params.height, params.width) if params.init_rgb is None else params.init_rgb.shape[:2]
     try:
         check_spec(_render_spec(args, np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint16)), RenderLimits())
     except LDM3DError as err:
         raise _with_flag(err) from None
+    # stage 1: the RGBD panorama
     bar = _bar(args, "denoising", "step")
     try:
-        result = pipe(params, on_step=lambda done, total, _s: bar(done, total, ""))
+        result = stages.generate(params, on_step=lambda done, total, _s: bar(done, total, ""))
     finally:
         bar.close()
     if args.estimate_depth and result.metadata.get("image_to_image"):
@@ -164,13 +186,14 @@ def run(args) -> int:
     # stage 2: DepthFusion — ODS still, camera-move and 360 stereo videos, the GLB mesh
     bar = _bar(args, "render", "step")
     try:
-        rendered = render_job(_render_spec(args, result.rgb[0], result.depth[0]), out_dir=out,
-                              progress=lambda done, total, msg: bar(done, total, msg))
+        rendered = stages.render(_render_spec(args, result.rgb[0], result.depth[0]), out,
+                                 progress=lambda done, total, msg: bar(done, total, msg))
     except LDM3DError as err:
         raise _with_flag(err) from None
     finally:
         bar.close()
     t2 = time.perf_counter()
+    stages.close()
 
     # the page and its manifest (last: a folder with pano.json is complete)
     write_viewer(out)
@@ -184,6 +207,7 @@ def run(args) -> int:
         "prompt": params.prompt,
         "files": files,
         "generation": result.metadata,
+        "platform": args.server or None,
         "render": {"radius": args.radius, "depth_strength": args.depth_strength, "ipd": args.ipd,
                    "projection": rendered.projection, "panorama_size": list(rendered.panorama_size),
                    "eye_size": list(args.eye_size or rendered.panorama_size), "path": None if args.no_video
@@ -198,6 +222,63 @@ def run(args) -> int:
     print(out / MANIFEST)
     print(f"\nlook around it: ldm3d view {out}", file=sys.stderr)
     return 0
+
+
+class _LocalStages:
+    """Both stages in this process: the pipeline, then ``render_job``."""
+
+    def __init__(self, pipe):
+        self.generate = pipe
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def render(spec, out: Path, progress):
+        from ..render import render_job
+
+        return render_job(spec, out_dir=out, progress=progress)
+
+
+class _RemoteStages:
+    """Both stages on a platform: ``Studio.Generate`` (streamed steps), then a ``PanoramaRenderer`` operation whose
+    artifacts come back as bytes and are written here; ``--estimate-depth`` asks its ``DepthEvaluator``."""
+
+    def __init__(self, args):
+        from ..client import StudioClient
+        from ..errors import NotFound
+
+        self.client, self.model = StudioClient(args.server), args.model or ""
+        models = self.client.list_models()
+        info = next((m for m in models if (m.name == self.model if self.model else m.is_default)), None)
+        if info is None:
+            raise NotFound(f"--model {self.model!r} is not served at {args.server} (it serves "
+                           f"{', '.join(m.name for m in models) or 'nothing'})", field="model")
+        self.default_height = int(info.default_height)
+
+    def estimate_depth(self, rgb):
+        return self.client.estimate_depth(rgb)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def generate(self, params, on_step):
+        return self.client.generate(params, on_step, model=self.model)
+
+    def render(self, spec, out: Path, progress):
+        from .. import codec
+        from ..render import Artifact, RenderResult
+
+        job = self.client.submit_render(
+            spec.rgb, spec.depth, path=spec.path, size=spec.size, eye_size=spec.eye_size, meshes=tuple(spec.meshes),
+            ods=spec.ods, video360=spec.video360, seconds=spec.seconds, fps=spec.fps, projection=spec.projection,
+            radius=spec.radius, depth_strength=spec.depth_strength, ipd=spec.ipd, mesh_step=spec.mesh_step)
+        r = self.client.wait_render(job, on_progress=progress)
+        artifacts = []
+        for a in r.artifacts:
+            path = codec.write_bytes_atomic(out / Path(a.name).name, a.data)
+            artifacts.append(Artifact(path.name, a.media_type, path, None, json.loads(a.metadata_json or "{}")))
+        return RenderResult(artifacts, (r.panorama_width, r.panorama_height), r.projection)
 
 
 def _render_spec(args, rgb, depth):
