@@ -4,6 +4,7 @@ the defaults and errors, and the seam of a structured panorama end to end."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import numpy as np
@@ -152,24 +153,49 @@ def test_models_show_and_generate_flags(seamless_repository, tiny_model_4c, tmp_
                  "--width", "64", "--steps", "2", "--seed", "1", "--stem", "r", "--out", str(tmp_path / "r"),
                  "--no-progress"]) == 0
     assert json.loads((tmp_path / "r" / "r.json").read_text())["seamless"] is True
-    # the torch runtime chooses per request: on by default for 2:1, off for other shapes, flags override
-    for size, flag, expected in (("128", [], True), ("64", [], False), ("128", ["--no-seamless"], False),
-                                 ("64", ["--seamless"], True)):
-        assert main(["generate", "--model", str(tiny_model_4c), "--prompt", "x", "--height", "64", "--width", size,
-                     "--steps", "2", "--seed", "1", "--stem", "t", "--out", str(tmp_path / "t"), "--no-progress",
-                     *flag]) == 0
-        assert json.loads((tmp_path / "t" / "t.json").read_text())["seamless"] is expected, (size, flag)
+    # the flag reaches the torch runtime's request (the default for 2:1 is on)
+    assert main(["generate", "--model", str(tiny_model_4c), "--prompt", "x", "--height", "64", "--width", "128",
+                 "--steps", "2", "--seed", "1", "--stem", "t", "--out", str(tmp_path / "t"), "--no-progress",
+                 "--no-seamless"]) == 0
+    assert json.loads((tmp_path / "t" / "t.json").read_text())["seamless"] is False
     capsys.readouterr()
+
+
+def test_defaults_per_request_on_torch(modules, tiny_model_4c):
+    """Resolved defaults: on for 2:1, off otherwise, an explicit flag wins; a baked repository decides alone. The
+    torch runtime applies the same rule per call when no request said (a gRPC stage server)."""
+    from ldm3d.errors import InvalidArgument
+    from ldm3d.pipeline import GenerateParams, PipelineSpec
+    from ldm3d.runtime.torch_runtime import TorchRuntime
+
+    spec = PipelineSpec.from_checkpoint(tiny_model_4c, hash_weights=False)
+    for (h, w), flag, expected in (((64, 128), None, True), ((64, 64), None, False), ((64, 128), False, False),
+                                   ((64, 64), True, True), ((128, 128), None, False)):
+        assert GenerateParams("x", height=h, width=w, seamless=flag).resolved(spec).seamless is expected
+    baked = dataclasses.replace(spec, seamless=True)
+    assert GenerateParams("x", height=64, width=64).resolved(baked).seamless is True
+    with pytest.raises(InvalidArgument, match="exported with --seamless"):
+        GenerateParams("x", height=64, width=128, seamless=False).resolved(baked)
+
+    rt = TorchRuntime({"vae": copy.deepcopy(modules["vae"])})
+    for shape, expected in (((1, 4, 8, 16), True), ((1, 4, 8, 8), False)):
+        z = {"latent_sample": np.random.default_rng(0).standard_normal(shape, dtype=np.float32)}
+        auto = rt.infer("vae_decoder", z)["sample"]
+        with seamless_padding(expected):
+            assert np.array_equal(auto, rt.infer("vae_decoder", z)["sample"])
+        with seamless_padding(not expected):
+            assert not np.array_equal(auto, rt.infer("vae_decoder", z)["sample"])
 
 
 # ---------------------------------------------------------------------------------------------- end to end
 def periodic_panorama(h: int = H, w: int = W, period: int = 16):
     """A structured RGBD panorama that repeats every ``period`` pixels along x (so it wraps seamlessly)."""
-    y, x = np.mgrid[0:h, 0:w]
+    y, x = np.mgrid[0:h, 0:period]
     th = 2 * np.pi * x / period
     rgb = np.stack([127 + 100 * np.sin(th) * (y / h), 127 + 80 * np.cos(th + y / 8), 60 + 150 * (y / h)], -1)
     depth = 32768 + 20000 * np.cos(th) * np.cos(y / 10)
-    return rgb.clip(0, 255).astype(np.uint8), depth.astype(np.uint16)
+    reps = (1, w // period)  # one period tiled: exactly periodic, whatever the rounding
+    return np.tile(rgb.clip(0, 255).astype(np.uint8), reps + (1,)), np.tile(depth.astype(np.uint16), reps)
 
 
 def seam_columns(img: np.ndarray) -> tuple[float, np.ndarray]:
@@ -185,7 +211,7 @@ def _roundtrip(pipe, rgb, depth, seamless: bool) -> np.ndarray:
 
 
 @pytest.mark.parametrize("runtime", ["torch", "embedded"])
-def test_structured_panorama_has_no_seam(runtime, tiny_model_4c, seamless_repository, exported_repository):
+def test_structured_panorama_has_no_seam(runtime, tiny_pipeline, seamless_repository):
     """RGBD encoder → decoder on a structured panorama that repeats every 16 px: seamless, the wrap-around pair of
     columns differs exactly as much as the same-phase neighbouring pair (15, 16), and no more than the largest
     neighbouring pair; with zero padding the edges carry an artefact that the wrap pair shows."""
@@ -193,11 +219,11 @@ def test_structured_panorama_has_no_seam(runtime, tiny_model_4c, seamless_reposi
 
     rgb, depth = periodic_panorama()
     if runtime == "torch":
-        pipe = LDM3DPipeline.from_checkpoint(tiny_model_4c)
+        pipe = tiny_pipeline
         seamless, plain = _roundtrip(pipe, rgb, depth, True), _roundtrip(pipe, rgb, depth, False)
     else:
         seamless = _roundtrip(LDM3DPipeline.from_repository(seamless_repository), rgb, depth, True)
-        plain = None  # the session's plain repository is the 6-channel checkpoint's: checked for torch above
+        plain = None  # plain padding: checked on torch above (the ONNX plain U-Net in the export test)
     wrap, neighbours = seam_columns(seamless)
     assert wrap <= neighbours.max()
     assert abs(wrap - neighbours[15]) < 1e-4 * max(1.0, wrap)
