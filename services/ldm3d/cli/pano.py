@@ -172,14 +172,16 @@ def run(args) -> int:
         check_spec(_render_spec(args, np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint16)), RenderLimits())
     except LDM3DError as err:
         raise _with_flag(err) from None
-    # stage 1: the RGBD panorama
+    # stage 1: the RGBD panorama (a previous run's pano.json goes first: until the new one, DIR is not complete)
+    (out / MANIFEST).unlink(missing_ok=True)
     bar = _bar(args, "denoising", "step")
     try:
         result = stages.generate(params, on_step=lambda done, total, _s: bar(done, total, ""))
     finally:
         bar.close()
     if args.estimate_depth and result.metadata.get("image_to_image"):
-        result.metadata["image_to_image"]["init_depth"] = f"estimated by {args.depth_model}"
+        result.metadata["image_to_image"]["init_depth"] = (
+            "estimated by the platform's DepthEvaluator" if args.server else f"estimated by {args.depth_model}")
     write_outputs(result, out, "panorama")
     t1 = time.perf_counter()
 
