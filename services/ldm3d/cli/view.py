@@ -4,7 +4,8 @@
     ldm3d view demo/pano                  # then open http://127.0.0.1:8360/ (drag to look around, W A S D to move)
 
 Serves DIR (the --out folder of `ldm3d pano`, or of `ldm3d render --mesh glb`) with a self-contained page:
-three.js ships in the package (no CDN), so it works offline. On a headset's browser, "Enter VR" shows it in stereo.
+three.js ships in the package (no CDN), so it works offline. On a headset's browser, "Enter VR" shows it in stereo
+(WebXR needs localhost or HTTPS: forward the port, e.g. `adb reverse tcp:8360 tcp:8360` on a Quest).
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR", help="folder written by `ldm3d pano` (or `ldm3d render --mesh glb`)")
     p.add_argument("--port", type=int, default=8360, help="TCP port (0: a free one) (default: 8360)")
     p.add_argument("--host", default="127.0.0.1",
-                   help="address to listen on; 0.0.0.0 to reach it from a headset on your network (default: 127.0.0.1)")
+                   help="address to listen on (default: 127.0.0.1). 0.0.0.0 serves your network, but browsers "
+                        "allow WebXR only on localhost or HTTPS: for a headset forward the port instead "
+                        "(Quest: adb reverse tcp:8360 tcp:8360)")
     p.set_defaults(func=run)
 
 
