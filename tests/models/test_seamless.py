@@ -94,7 +94,7 @@ def test_switched_off_is_bit_identical_and_restorable(modules):
 # ---------------------------------------------------------------------------------------------- ONNX export
 @pytest.fixture(scope="module")
 def seamless_repository(tiny_model_4c, tmp_path_factory):
-    from ldm3d.repository import export_checkpoint
+    from ldm3d.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("seamless") / "repository"
     export_checkpoint(tiny_model_4c, root, seamless=True)
@@ -122,7 +122,8 @@ def _onnx_unet_roll_error(repo, k: int) -> float:
 def test_export_seamless_bakes_slice_concat_and_records_it(seamless_repository, exported_repository):
     import onnx
 
-    from ldm3d.repository import ModelRepository, spec_from_repository
+    from ldm3d.pipeline.spec import spec_from_repository
+    from ldm3d.repository import ModelRepository
 
     for model in ("unet", "vae_decoder", "vae_encoder"):
         graph = onnx.load(str(seamless_repository / model / "1" / "model.onnx")).graph

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InvalidArgument, LDM3DError
+from ..errors import InvalidArgument, LDM3DError, renamed
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -113,6 +113,18 @@ def _check_sizes(args, default_height: int | None) -> None:
 
 
 def run(args) -> int:
+    try:
+        return _run(args)
+    except LDM3DError as err:  # library and server errors name fields; this command's user needs the flag
+        if not err.field or err.field.startswith("--"):
+            raise
+        from .generate import FLAGS
+
+        flags = {**FLAGS, "seamless": "--no-seamless", "rgb": "--init-rgb", "depth": "--init-depth"}
+        raise renamed(err, {err.field: flags.get(err.field, "--" + err.field.replace("_", "-"))}) from None
+
+
+def _run(args) -> int:
     import numpy as np
 
     from .. import codec
@@ -121,7 +133,6 @@ def run(args) -> int:
     from ..render.job import check_spec
     from ..viewer import MANIFEST, write_viewer
     from .generate import _params, write_outputs
-    from .render import _with_flag
 
     t0 = time.perf_counter()
     if args.init_depth is None and not args.estimate_depth and args.init_rgb is not None:
@@ -136,10 +147,7 @@ def run(args) -> int:
                                   "`ldm3d generate` + `ldm3d render` for a normal photo)", field="init_rgb")
     elif args.width is not None and args.height is not None and args.width != 2 * args.height:
         _check_sizes(args, 0)
-    try:
-        check_depth_params("linear", args.depth_strength, args.radius)
-    except LDM3DError as err:
-        raise _with_flag(err) from None
+    check_depth_params("linear", args.depth_strength, args.radius)
     if not args.model and not args.server:
         raise InvalidArgument("--model M is required (a checkpoint folder, hub id or model repository), or "
                               "--server HOST:PORT", field="model")
@@ -168,10 +176,7 @@ def run(args) -> int:
         params = dataclasses.replace(_params(args), seamless=seamless)
     # every render parameter is checked before minutes of generation, on a stand-in of the panorama's size
     h, w = (params.height, params.width) if params.init_rgb is None else params.init_rgb.shape[:2]
-    try:
-        check_spec(_render_spec(args, np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint16)), RenderLimits())
-    except LDM3DError as err:
-        raise _with_flag(err) from None
+    check_spec(_render_spec(args, np.zeros((h, w, 3), np.uint8), np.zeros((h, w), np.uint16)), RenderLimits())
     # stage 1: the RGBD panorama (a previous run's pano.json goes first: until the new one, DIR is not complete)
     (out / MANIFEST).unlink(missing_ok=True)
     bar = _bar(args, "denoising", "step")
@@ -190,8 +195,6 @@ def run(args) -> int:
     try:
         rendered = stages.render(_render_spec(args, result.rgb[0], result.depth[0]), out,
                                  progress=lambda done, total, msg: bar(done, total, msg))
-    except LDM3DError as err:
-        raise _with_flag(err) from None
     finally:
         bar.close()
     t2 = time.perf_counter()
