@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -21,6 +20,7 @@ from ..errors import InvalidArgument, LDM3DError, renamed
 from ..models import hub
 from ..pipeline.params import GenerateParams
 from ..pipeline.schedulers import SCHEDULERS
+from . import connection
 
 
 def register(sub) -> None:
@@ -34,15 +34,7 @@ def register(sub) -> None:
                      help="torch for --model; embedded (default) or triton for --repository")
     src.add_argument("--triton-url", metavar="HOST:PORT", help="Triton gRPC endpoint for --runtime triton")
     src.add_argument("--version", type=int, metavar="N", help="model version in the repository (default: the latest)")
-    sec = p.add_argument_group("--server over TLS / with an API key (docs/security.md)")
-    sec.add_argument("--tls-ca", metavar="FILE", default=os.environ.get("LDM3D_TLS_CA") or None,
-                     help="connect over TLS, trusting this PEM CA [env LDM3D_TLS_CA]")
-    sec.add_argument("--tls", action="store_true", help="connect over TLS trusting the system's root CAs")
-    sec.add_argument("--tls-client-cert", metavar="FILE", help="client certificate for mutual TLS (PEM)")
-    sec.add_argument("--tls-client-key", metavar="FILE", help="the private key of --tls-client-cert (PEM)")
-    sec.add_argument("--api-key", metavar="KEY", default=os.environ.get("LDM3D_API_KEY") or None,
-                     help="sent as 'authorization: Bearer KEY' (prefer the variable: arguments show in `ps`) "
-                          "[env LDM3D_API_KEY]")
+    connection.add_arguments(p)
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", required=True, help="what to generate")
     g.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from")
@@ -53,6 +45,10 @@ def register(sub) -> None:
     g.add_argument("--seed", type=int, help="random seed (default: drawn, and written to the .json)")
     g.add_argument("--scheduler", choices=list(SCHEDULERS), help="default: the checkpoint's own (PNDM for Intel/ldm3d)")
     g.add_argument("--num-images", type=int, default=1, metavar="N", help="images per prompt")
+    g.add_argument("--seamless", action=argparse.BooleanOptionalAction, default=None,
+                   help="360 panorama whose left and right edges meet (circular padding along x in the U-Net and "
+                        "VAE). Default: on when width = 2 x height (equirectangular, e.g. Intel/ldm3d-pano's "
+                        "1024x512) on --model; a --repository serves what `ldm3d export [--seamless]` baked in")
     i = p.add_argument_group("image-to-image")
     i.add_argument("--init-rgb", metavar="PNG", help="init RGB image (its size must be --width x --height)")
     i.add_argument("--init-depth", metavar="PNG", help="init depth, a 16-bit grayscale PNG")
@@ -72,22 +68,27 @@ class _Fmt(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFo
     pass
 
 
-def _params(args) -> GenerateParams:
+def _params(args, estimate_depth=None) -> GenerateParams:
+    """The request from the flags; ``estimate_depth(rgb) -> uint16 depth`` replaces the local DPT (a server's)."""
     init_rgb = codec.read_rgb(args.init_rgb, "--init-rgb") if args.init_rgb else None
     init_depth = codec.read_depth(args.init_depth, "--init-depth") if args.init_depth else None
     if args.estimate_depth:
         if init_rgb is None or init_depth is not None:
             raise InvalidArgument("--estimate-depth needs --init-rgb and replaces --init-depth: give one of them",
                                   field="init_depth")
-        from ..evaluation.depth_models import estimate_relative_depth, load_depth_model
+        if estimate_depth is not None:
+            init_depth = estimate_depth(init_rgb)
+        else:
+            from ..evaluation.depth_models import estimate_relative_depth, load_depth_model
 
-        init_depth = estimate_relative_depth(load_depth_model(args.depth_model, field="depth_model"), init_rgb)
+            init_depth = estimate_relative_depth(load_depth_model(args.depth_model, field="depth_model"), init_rgb)
     if init_rgb is not None and args.height is None and args.width is None:
         args.height, args.width = init_rgb.shape[:2]
     return GenerateParams(
         prompt=args.prompt, negative_prompt=args.negative_prompt, height=args.height, width=args.width,
         steps=args.steps, guidance_scale=args.guidance, seed=args.seed, scheduler=args.scheduler,
         num_images=args.num_images, init_rgb=init_rgb, init_depth=init_depth, strength=args.strength,
+        seamless=args.seamless,
     )
 
 
@@ -95,10 +96,7 @@ def _pipeline(args):
     from ..pipeline import LDM3DPipeline
 
     chosen = [f for f in ("model", "repository", "server") if getattr(args, f)]
-    used = [f for f in ("tls", "tls_client_cert", "tls_client_key") if getattr(args, f)]
-    if used and not args.server:
-        flag = "--" + used[0].replace("_", "-")
-        raise InvalidArgument(f"{flag} is for --server HOST:PORT (a running platform)", field=used[0])
+    connection.options(args)  # TLS flags without --server are refused
     if len(chosen) != 1:
         raise InvalidArgument("give exactly one of --model DIR_OR_ID, --repository DIR or --server HOST:PORT"
                               + (f" (got {', '.join('--' + c for c in chosen)})" if chosen else ""), field="model")
@@ -128,6 +126,7 @@ FLAGS = {
     "steps": "--steps", "guidance_scale": "--guidance", "seed": "--seed", "scheduler": "--scheduler",
     "num_images": "--num-images", "strength": "--strength", "init_rgb": "--init-rgb", "init_depth": "--init-depth",
     "model": "--model", "runtime": "--runtime", "triton_url": "--triton-url", "depth_model": "--depth-model",
+    "seamless": "--seamless/--no-seamless",
 }
 
 
@@ -152,17 +151,17 @@ def _run(args) -> int:
             bar = tqdm(total=total, desc="denoising", unit="step", file=sys.stderr, leave=False)
         bar.update(step - bar.n)
 
+    if args.server and args.seamless is not None:
+        raise InvalidArgument("--seamless/--no-seamless are not sent over gRPC: the platform pads as its repository "
+                              "was exported (`ldm3d export --seamless`), or, serving a checkpoint, wraps 2:1 sizes; "
+                              "drop the flag", field="seamless")
     try:
         if args.server:
             from ..client import generate as remote_generate
 
-            if bool(args.tls_client_cert) != bool(args.tls_client_key):
-                raise InvalidArgument("mutual TLS needs both --tls-client-cert and --tls-client-key",
-                                      field="tls_client_key" if args.tls_client_cert else "tls_client_cert")
             result = remote_generate(args.server, params, on_step=on_step,
                                      version="" if args.version is None else str(args.version),
-                                     tls=args.tls or None, tls_ca=args.tls_ca, tls_cert=args.tls_client_cert,
-                                     tls_key=args.tls_client_key, api_key=args.api_key)
+                                     **connection.options(args))
         else:
             result = _pipeline(args)(params, on_step=on_step)
     finally:
