@@ -367,6 +367,25 @@ def add_release(repository, models: Mapping[str, int], source: Mapping | None = 
     return release
 
 
+def ensure_release(repository, models: Mapping[str, int], source: Mapping | None = None, *,
+                   lock_timeout_s: float = 10.0) -> tuple[Release, bool]:
+    """The release of exactly ``models``: an existing one (returned with ``False``) or a new one (``True``).
+    Used after an export, whose version folders may already read as an implicit release."""
+    repo = _repo(repository)
+    models = _check_models(repo, models)
+    with locked(repo, lock_timeout_s, "ensure_release"):
+        rel = read_releases(repo)
+        same = [r for r in rel.releases.values() if r.models == models]
+        if same:
+            if not rel.explicit:  # record the implicit releases, so that their numbers never change
+                _write(repo, rel, rel.releases, rel.current, rel.canary, f"record release {same[-1].number}")
+            return same[-1], False
+        number = max(rel.releases, default=0) + 1
+        release = Release(number, models, _now(), dict(source or {}))
+        _write(repo, rel, {**rel.releases, number: release}, rel.current, rel.canary, f"add_release {number}")
+    return release, True
+
+
 def verify_release(repository, number: int, quick: bool = False) -> list[str]:
     """Every problem of release ``number``'s files against their manifests (sha256 unless ``quick``)."""
     repo = _repo(repository)
