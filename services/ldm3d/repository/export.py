@@ -420,12 +420,17 @@ def spec_from_repository(repository: str | Path, version: int | None = None):
     N = version N of every model); ``None`` takes the current release. ``spec.versions`` maps each model to the
     version the runtime must be asked for, ``spec.release`` names the release.
     """
-    from ..pipeline.spec import PipelineSpec
     from .releases import read_releases
 
+    rel = read_releases(repository)
+    return spec_for_release(repository, rel.current_release() if version is None else rel.get(version))
+
+
+def spec_for_release(repository: str | Path, release):
+    """The :class:`~ldm3d.pipeline.spec.PipelineSpec` of one :class:`~ldm3d.repository.releases.Release`."""
+    from ..pipeline.spec import PipelineSpec
+
     repo = ModelRepository(repository)
-    rel = read_releases(repo)
-    release = rel.current_release() if version is None else rel.get(version)
     versions = dict(release.models)
     for needed in ("text_encoder", "unet", "vae_decoder"):
         if needed not in versions:

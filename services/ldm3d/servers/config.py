@@ -58,6 +58,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _non_negative_float(s: str) -> float:
+    v = float(s)
+    if not v >= 0:
+        raise ValueError("use a number >= 0 (0: off)")
+    return v
+
+
 def _metrics_port(s: str) -> int | None:
     if s.strip().lower() in ("off", "none", "-1"):
         return None
@@ -80,6 +87,10 @@ OPTIONS: dict[str, _Opt] = {
     "runtime": _Opt("--runtime", "LDM3D_RUNTIME", str, "embedded", "runtime for --repository",
                     ("embedded", "triton")),
     "triton_url": _Opt("--triton-url", "LDM3D_TRITON_URL", _target, None, "Triton gRPC endpoint for --runtime triton"),
+    "reload_interval_s": _Opt("--reload-interval", "LDM3D_RELOAD_INTERVAL_S", _non_negative_float, 5.0,
+                              "seconds between checks of the repository's releases.json: a publish, promote, canary "
+                              "or rollback is loaded beside the serving release, switched to and the old drained, "
+                              "without a restart (0: never reload)"),
     "model_name": _Opt("--model-name", "LDM3D_MODEL_NAME", str, None,
                        "the name clients use (default: the checkpoint folder's name, or 'ldm3d' for a repository)"),
     "host": _Opt("--host", "LDM3D_HOST", str, "0.0.0.0", "address to listen on"),
@@ -150,6 +161,7 @@ class ServeConfig:
     repository: str | None = None
     runtime: str = "embedded"
     triton_url: str | None = None
+    reload_interval_s: float = 5.0
     model_name: str | None = None
     host: str = "0.0.0.0"
     port: int = 50051
