@@ -279,3 +279,36 @@ def test_separate_processes_keep_an_in_flight_request_on_its_release(repo, two_r
             gateway.stop()
         for s in stages.values():
             s.stop()
+
+
+def test_canary_full_rollback_under_load_triton(repo, references, tmp_path):
+    """The same roll with --runtime triton against the real CPU tritonserver (explicit model control): releases
+    are loaded into Triton before the switch and unloaded from it after the drain."""
+    from ldm3d.repository.triton_cpu import TritonServer, build_cpu_repository, sync_cpu_repository
+    from ldm3d.runtime.triton import TritonRuntime
+
+    if not TritonServer.installed():
+        pytest.skip("tritonserver is not set up: run `make triton`")
+    cpu = tmp_path / "cpu_repository"
+    build_cpu_repository(repo, cpu)
+    shutil.rmtree(cpu / "unet" / "2")  # Triton's volume as it was before release 2 was published ...
+    with TritonServer(cpu, log_file=tmp_path / "tritonserver.log") as triton:  # no model loaded: the servers do it
+        server = ThreadServer(service="all", repository=str(repo), runtime="triton", triton_url=triton.url,
+                              reload_interval_s=INTERVAL, max_queued=64)
+        control = TritonRuntime(triton.url)
+        try:
+            assert control.loaded_versions("unet") == {1}
+            assert sync_cpu_repository(repo, cpu) == ["unet/2"]  # ... and the publish reaching it
+            load = Load(server.target, clients=2)
+            try:
+                _roll([server.target], repo, load, references, "triton, one process")
+            finally:
+                load.stop()
+            deadline = time.monotonic() + 20  # drained: unet 2 unloaded from Triton, the shared models stay
+            while control.loaded_versions("unet") != {1}:
+                assert time.monotonic() < deadline, control.loaded_versions("unet")
+                time.sleep(0.1)
+            assert control.loaded_versions("text_encoder") == {1} and control.loaded_versions("vae_decoder") == {1}
+        finally:
+            control.close()
+            server.stop()

@@ -40,6 +40,16 @@ from .config import ServeConfig
 log = logging.getLogger(__name__)
 
 RETRY_REFUSED_S = 60.0  # a refused release is tried again after this long even when nothing changed
+# the models each stage service runs: a process loads (and, with Triton, loads into Triton) only those
+STAGE_MODELS = {"text-encoder": ("text_encoder",), "sampler": ("unet",), "autoencoder": ("vae_decoder", "vae_encoder")}
+
+
+def models_used(cfg: ServeConfig) -> tuple[str, ...]:
+    """The release models this process runs: its stage's, or (all, gateway) those of the stages it runs itself."""
+    if cfg.service in STAGE_MODELS:
+        return STAGE_MODELS[cfg.service]
+    local = {"text": "text-encoder", "sampler": "sampler", "autoencoder": "autoencoder"}
+    return tuple(m for key, svc in local.items() if not cfg.remote[key] for m in STAGE_MODELS[svc])
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class ModelRegistry:
         self._fingerprint = ""
         self._read_error = ""
         self._runtime = None
+        self._models = models_used(cfg)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.default_name = cfg.model_name or "ldm3d"
@@ -283,7 +294,7 @@ class ModelRegistry:
         needed = {(m, v) for s in self._loaded.values() if s.release is not None for m, v in s.release.models.items()}
         if served.pipeline is not None and served.release is not None:
             for m, v in served.release.models.items():
-                if (m, v) not in needed:
+                if m in self._models and (m, v) not in needed:
                     with contextlib.suppress(Exception):
                         self._runtime_unload(m, v, needed)
         log.info("release %s drained and unloaded", label)
@@ -354,7 +365,7 @@ class ModelRegistry:
                                                **cfg.runtime_options)
             self._runtime_load(release)
             pipe = LDM3DPipeline(self._runtime, spec)
-            warm(pipe)
+            warm(pipe, self._models)
         metrics.MODEL_INFO.labels(self.default_name, release.label, cfg.runtime, str(spec.rgbd_channels)).set(1)
         return ServedModel(self.default_name, release.label, spec, pipe, cfg.runtime, release)
 
@@ -370,10 +381,12 @@ class ModelRegistry:
 
                 raise FailedPrecondition(f"release {release.number} fails verification: {problems[0]}")
             for m, v in release.models.items():
-                rt.ensure_loaded(m, v)
+                if m in self._models:
+                    rt.ensure_loaded(m, v)
         else:  # embedded: sessions are built after verifying each file's sha256 (EmbeddedRuntime.verify)
             for m, v in release.models.items():
-                rt.load(m, v)
+                if m in self._models:
+                    rt.load(m, v)
 
     def _runtime_unload(self, model: str, version: int, needed: set) -> None:
         rt = self._runtime
@@ -383,11 +396,12 @@ class ModelRegistry:
             rt.unload(model, version)
 
 
-def warm(pipe: LDM3DPipeline) -> None:
-    """One smallest call through every model of ``pipe``'s release, so the first request pays no first-run cost
-    (ONNX Runtime's allocations, Triton's instance start) and a model that loads but cannot run is refused."""
+def warm(pipe: LDM3DPipeline, models=None) -> None:
+    """One smallest call through each of ``models`` (default: all) of ``pipe``'s release, so the first request pays
+    no first-run cost (ONNX Runtime's allocations, Triton's instance start) and a model that loads but cannot run
+    is refused."""
     spec, rt = pipe.spec, pipe.runtime
-    v = spec.versions
+    v = {m: n for m, n in spec.versions.items() if models is None or m in models}
     side = 8  # latent pixels: a multiple of every U-Net's downsampling for SD v1.x and the tiny models
     latents = np.zeros((1, spec.latent_channels, side, side), np.float32)
     text = np.zeros((1, spec.max_text_length, spec.text_hidden_size), np.float32)
