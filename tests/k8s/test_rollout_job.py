@@ -58,7 +58,8 @@ def promote_args(docs: list[dict]) -> list[str]:
 
 
 def test_canary_full_and_rollback_jobs_parse_with_the_real_cli():
-    for literals, canary in ((["RELEASE=3", "CANARY=10"], "10"), (["RELEASE=3"], None), (["RELEASE=2", "CANARY="], None),
+    for literals, canary in ((["RELEASE=3", "CANARY=10"], "10"), (["RELEASE=3"], None),
+                             (["RELEASE=2", "CANARY="], None),
                              (["RELEASE=3", "CANARY=0"], "0"),
                              (["RELEASE=3", "PROMOTE_FLAGS=--require-eval"], None)):
         args = promote_args(render(literals))

@@ -121,7 +121,7 @@ def _roll(targets, repo, load, references, label: str):
     promote(repo, 2, canary=50)
     times["canary 50"] = _wait_route(targets, "1", "2")
     canary_from = time.monotonic()
-    load.wait_for(40, after=canary_from)
+    load.wait_for(30, after=canary_from)
     canary_to = time.monotonic()
     promote(repo, 2)
     times["full"] = _wait_route(targets, "2")
@@ -140,7 +140,8 @@ def _roll(targets, repo, load, references, label: str):
     # sticky assignment: the request id alone decides (the same in every process and on a retry)
     assert all(r[3] == ("2" if canary_point(r[2]) < 50 else "1") for r in canary)
     share = sum(r[3] == "2" for r in canary) / len(canary)
-    assert 0.25 <= share <= 0.75, f"canary share {share:.2f} of {len(canary)} requests"
+    # 30+ draws at P = 50 %: outside [0.2, 0.8] has a probability of 3e-4
+    assert 0.2 <= share <= 0.8, f"canary share {share:.2f} of {len(canary)} requests"
     assert all(r[3] == "2" for r in load.results if r[0] >= full_from and r[1] < back_from)
     assert all(r[3] == "1" for r in load.results if r[0] >= back_from)
     print(f"\n[{label}] {len(load.results)} requests, {len(load.errors)} failed; canary share {share:.2f} of "
@@ -153,7 +154,7 @@ def test_canary_full_rollback_under_load_embedded(repo, references):
     server = ThreadServer(service="all", repository=str(repo), runtime="embedded", reload_interval_s=INTERVAL,
                           max_queued=64)
     try:
-        load = Load(server.target, clients=3)
+        load = Load(server.target, clients=2)
         try:
             _roll([server.target], repo, load, references, "embedded, one process")
         finally:

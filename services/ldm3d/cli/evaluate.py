@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import EvaluateConfig, report_markdown, run_evaluation
 
     config = EvaluateConfig(
-        captions=args.captions, out=args.out, model=args.model, repository=args.repository, version=args.version, limit=args.limit,
+        captions=args.captions, out=args.out, model=args.model, repository=args.repository, version=args.version,
+        limit=args.limit,
         height=args.height, width=args.width, steps=args.steps, scheduler=args.scheduler,
         guidance_scale=args.guidance, seed=args.seed,
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),

@@ -60,7 +60,8 @@ def register(sub) -> None:
 
     a = msub.add_parser(
         "promote", help="serve release N: to all traffic, to a canary share, or end a canary (rollback = promote "
-                        "the old release)", description=_PROMOTE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+                        "the old release)",
+        description=_PROMOTE_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     a.add_argument("--repository", required=True, help="model repository folder (the serving processes' volume)")
     a.add_argument("--version", type=int, required=True, metavar="N", help="the release (`ldm3d models releases`)")
     a.add_argument("--canary", default=None, metavar="P",

@@ -36,7 +36,8 @@ class Comparison:
         def fmt(pair, digits):
             return " → ".join("n/a" if v is None else f"{v:.{digits}f}" for v in pair)
 
-        return f"CLIP {fmt(self.clip, 2)}, AbsRel {fmt(self.abs_rel, 4)} ({self.baseline.name} → {self.candidate.name})"
+        names = f"{self.baseline.name} → {self.candidate.name}"
+        return f"CLIP {fmt(self.clip, 2)}, AbsRel {fmt(self.abs_rel, 4)} ({names})"
 
 
 def _key(settings: dict) -> tuple:

@@ -90,6 +90,11 @@ class ModelRegistry:
         self._read_error = ""
         self._runtime = None
         self._models = models_used(cfg)
+        self._repository = None
+        if cfg.repository:
+            from ..repository import ModelRepository
+
+            self._repository = ModelRepository(cfg.repository)
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self.default_name = cfg.model_name or "ldm3d"
@@ -372,14 +377,12 @@ class ModelRegistry:
     def _runtime_load(self, release) -> None:
         """Make every model version of ``release`` servable by the runtime (sha256-verified first)."""
         rt = self._runtime
-        if rt.kind == "triton":
-            from ..repository.releases import verify_release
+        if rt.kind == "triton":  # Triton's own load does not know our manifests: verify here, then load
+            from ..repository.manifest import verify_or_raise
 
-            problems = verify_release(self.cfg.repository, release.number) if release.number else []
-            if problems:
-                from ..errors import FailedPrecondition
-
-                raise FailedPrecondition(f"release {release.number} fails verification: {problems[0]}")
+            for m, v in release.models.items():
+                if m in self._models:
+                    verify_or_raise(self._repository.version_dir(m, v), m, v)
             for m, v in release.models.items():
                 if m in self._models:
                     rt.ensure_loaded(m, v)
