@@ -195,6 +195,15 @@ def test_a_release_that_fails_to_load_is_refused_and_the_old_keeps_serving(repo,
 
         assert any(s.labels.get("release") == "2" and s.value >= 1 for m in metrics.RELEASE_REFUSED.collect()
                    for s in m.samples if s.name.endswith("_total"))
+        # a corrupted releases.json changes nothing either: logged, counted, shown, and release 1 keeps serving
+        (repo / "releases.json").write_text('{"schema": 1, "releases": [')
+        deadline = time.monotonic() + 30
+        while not any(r.state == "refused" and "releases.json is corrupted" in r.detail
+                      for r in _route(server.target).releases):
+            assert time.monotonic() < deadline, _route(server.target).releases
+            time.sleep(0.05)
+        r = client.generate(server.target, PARAMS, timeout=60)
+        assert r.metadata["model"]["version"] == "1" and _digest(r) == references["1"]
     finally:
         server.stop()
 
