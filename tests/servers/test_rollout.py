@@ -60,11 +60,12 @@ def _digest(result) -> str:
 class Load:
     """``clients`` threads sending small Generate requests back to back; every outcome is recorded."""
 
-    def __init__(self, target: str, clients: int = 2, params: GenerateParams = PARAMS):
+    def __init__(self, targets: str | list[str], clients: int = 2, params: GenerateParams = PARAMS):
         self.results, self.errors = [], []
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(target, params), daemon=True)
-                         for _ in range(clients)]
+        targets = [targets] if isinstance(targets, str) else targets
+        self._threads = [threading.Thread(target=self._run, args=(targets[i % len(targets)], params), daemon=True)
+                         for i in range(clients)]
         for t in self._threads:
             t.start()
 
@@ -292,8 +293,9 @@ def test_separate_processes_keep_an_in_flight_request_on_its_release(repo, two_r
 
 
 def test_canary_full_rollback_under_load_triton(repo, references, tmp_path):
-    """The same roll with --runtime triton against the real CPU tritonserver (explicit model control): releases
-    are loaded into Triton before the switch and unloaded from it after the drain."""
+    """The same roll with --runtime triton against the real CPU tritonserver (explicit model control), two replicas
+    sharing it: releases are loaded into Triton before the switch and unloaded from it after the drain, and one
+    replica's unload never fails the other's requests."""
     from ldm3d.repository.triton_cpu import TritonServer, build_cpu_repository, sync_cpu_repository
     from ldm3d.runtime.triton import TritonRuntime
 
@@ -303,15 +305,16 @@ def test_canary_full_rollback_under_load_triton(repo, references, tmp_path):
     build_cpu_repository(repo, cpu)
     shutil.rmtree(cpu / "unet" / "2")  # Triton's volume as it was before release 2 was published ...
     with TritonServer(cpu, log_file=tmp_path / "tritonserver.log") as triton:  # no model loaded: the servers do it
-        server = ThreadServer(service="all", repository=str(repo), runtime="triton", triton_url=triton.url,
-                              reload_interval_s=INTERVAL, max_queued=64)
+        replicas = [ThreadServer(service="all", repository=str(repo), runtime="triton", triton_url=triton.url,
+                                 reload_interval_s=INTERVAL, max_queued=64) for _ in range(2)]
         control = TritonRuntime(triton.url)
         try:
             assert control.loaded_versions("unet") == {1}
             assert sync_cpu_repository(repo, cpu) == ["unet/2"]  # ... and the publish reaching it
-            load = Load(server.target, clients=2)
+            targets = [r.target for r in replicas]
+            load = Load(targets, clients=2)
             try:
-                _roll([server.target], repo, load, references, "triton, one process")
+                _roll(targets, repo, load, references, "triton, two replicas sharing one server")
             finally:
                 load.stop()
             deadline = time.monotonic() + 20  # drained: unet 2 unloaded from Triton, the shared models stay
@@ -321,4 +324,5 @@ def test_canary_full_rollback_under_load_triton(repo, references, tmp_path):
             assert control.loaded_versions("text_encoder") == {1} and control.loaded_versions("vae_decoder") == {1}
         finally:
             control.close()
-            server.stop()
+            for r in replicas:
+                r.stop()

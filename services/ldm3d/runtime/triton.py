@@ -45,6 +45,9 @@ def map_error(exc: Exception, url: str, model: str = "", version=None) -> LDM3DE
     status = str(getattr(exc, "status", lambda: "")() or "")
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
     what = f"model {model!r}" + (f" version {version}" if version is not None else "") if model else "Triton"
+    if "unknown model" in message or "is not at ready state" in message:  # Triton says UNAVAILABLE for these
+        return NotFound(f"{what} is not available on the Triton server at {url} ({message}); load it, or check "
+                        "the model name and version", field="version" if version is not None else "model")
     if "UNAVAILABLE" in status or "failed to connect" in message or "Connection refused" in message:
         return Unavailable(f"Triton server at {url} is unavailable ({message}); start it (on this host: "
                            "`bash scripts/triton/serve.sh REPOSITORY`) or check --triton-url", field="triton_url")
@@ -112,6 +115,7 @@ class TritonRuntime(ModelRuntime):
         self._regions: list[_Region] = []
         self._lock = threading.Lock()
         self._control = threading.Lock()  # model control (load/unload) is read-modify-write of the version set
+        self._wanted: dict[str, set[int]] = {}  # versions this process loaded with ensure_loaded and still runs
         self._shm_failed = False
 
     # ------------------------------------------------------------------ server metadata
@@ -213,6 +217,7 @@ class TritonRuntime(ModelRuntime):
         """Load ``version`` of ``model`` beside the versions already serving (no-op when it is READY). Triton keeps
         serving the loaded versions while the new one loads; a failed load leaves them as they were."""
         with self._control:
+            self._wanted.setdefault(model, set()).add(int(version))
             have = self.loaded_versions(model)
             if int(version) in have:
                 return
@@ -230,6 +235,7 @@ class TritonRuntime(ModelRuntime):
     def unload_version(self, model: str, version: int) -> None:
         """Stop serving ``version`` of ``model``; its other loaded versions keep serving."""
         with self._control:
+            self._wanted.get(model, set()).discard(int(version))
             have = self.loaded_versions(model)
             if int(version) not in have:
                 return
@@ -319,7 +325,7 @@ class TritonRuntime(ModelRuntime):
                 result = self._call(lambda: self._client.infer(model, infer_inputs, model_version=v, outputs=outputs,
                                                                client_timeout=self.timeout_s), model, version)
             except NotFound:
-                if version is None:
+                if version is None or int(version) not in self._wanted.get(model, set()):
                     raise
                 # another process sharing this server unloaded a version we still run (its drain ended before
                 # ours): load it again beside the others and retry once

@@ -285,6 +285,8 @@ class ModelRegistry:
         """Unload releases no longer routed whose requests are done (and idle for one reload interval)."""
         route = self._route
         idle_s = self.cfg.reload_interval_s or 0.0
+        if self._runtime is not None and self._runtime.kind == "triton" and time.time() - route.since < 2 * idle_s:
+            return  # a Triton is shared by replicas: give every one of them a poll to switch before unloading
         with self._lock:
             for label in list(self._loaded):
                 if label in (route.default, route.canary) or self._inflight[label] > 0:
