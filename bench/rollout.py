@@ -65,7 +65,7 @@ def main() -> None:
     from ldm3d import client
     from ldm3d.models.tiny import make_tiny_model
     from ldm3d.pipeline import GenerateParams, LDM3DPipeline
-    from ldm3d.repository import export_checkpoint
+    from ldm3d.export import export_checkpoint
     from ldm3d.repository.releases import add_release, canary_point
 
     work = Path(tempfile.mkdtemp(prefix="ldm3d-rollout-"))

@@ -29,7 +29,7 @@ INTERVAL = 0.2  # --reload-interval of the servers under test (seconds)
 def two_releases(exported_repository, tmp_path_factory):
     """Release 1 = the tiny model; release 2 = release 1 with another U-Net (other seed): images differ."""
     from ldm3d.models.tiny import make_tiny_model
-    from ldm3d.repository import export_checkpoint
+    from ldm3d.export import export_checkpoint
 
     base = tmp_path_factory.mktemp("rollout")
     other = make_tiny_model(base / "tiny-b", seed=1)

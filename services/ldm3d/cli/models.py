@@ -109,7 +109,7 @@ def _percent(s: str | None) -> int | None:
 
 
 def _export(args) -> int:
-    from ..repository import export_checkpoint
+    from ..export import export_checkpoint
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     results = export_checkpoint(args.model, args.repository, version=args.version, models=models, fp16=args.fp16,

@@ -348,7 +348,7 @@ class ModelRegistry:
 
         folder = resolve_checkpoint(self.cfg.checkpoint)
         if self.load_weights:
-            pipe = LDM3DPipeline.from_checkpoint(folder)
+            pipe = LDM3DPipeline.from_checkpoint(folder, text_cache_size=self.cfg.text_cache_size)
             spec = pipe.spec
         else:
             pipe, spec = None, PipelineSpec.from_checkpoint(folder)
@@ -359,7 +359,7 @@ class ModelRegistry:
 
     def _load_release(self, release) -> ServedModel:
         """Verify, load and warm ``release``'s models (weights mode) or read its spec; the route is not touched."""
-        from ..repository.export import spec_for_release
+        from ..pipeline.spec import spec_for_release
 
         cfg = self.cfg
         spec = spec_for_release(cfg.repository, release)
@@ -371,7 +371,7 @@ class ModelRegistry:
                 self._runtime = create_runtime(cfg.runtime, repository=cfg.repository, triton_url=cfg.triton_url,
                                                **cfg.runtime_options)
             self._runtime_load(release)
-            pipe = LDM3DPipeline(self._runtime, spec)
+            pipe = LDM3DPipeline(self._runtime, spec, self.cfg.text_cache_size)
             warm(pipe, self._models)
         metrics.MODEL_INFO.labels(self.default_name, release.label, cfg.runtime, str(spec.rgbd_channels)).set(1)
         return ServedModel(self.default_name, release.label, spec, pipe, cfg.runtime, release)
