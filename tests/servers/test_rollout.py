@@ -211,7 +211,7 @@ def test_a_release_that_fails_to_load_is_refused_and_the_old_keeps_serving(repo,
 
 def _stage_version(stubs) -> dict[str, str]:
     """The release each stage process routes a call that names no version to (its ``model_version``)."""
-    from ldm3d.servers import tensors
+    from ldm3d.wire import tensors
     from ldm3d.v1 import autoencoder_pb2, sampler_pb2, text_encoder_pb2
 
     text, sampler, vae = stubs

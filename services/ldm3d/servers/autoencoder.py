@@ -16,7 +16,7 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
         self.registry, self.stages = registry, stages
 
     async def Decode(self, request: pb.DecodeLatentsRequest, context) -> pb.DecodeLatentsResponse:
-        served = self.registry.get(request.model, request.version, request.request_id)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         spec = served.spec
         latents = tensors.from_tensor(request.latents, "latents", dtype="float32",
                                       shape=(None, spec.latent_channels, None, None))
@@ -34,7 +34,7 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
             decoded=tensors.to_tensor(decoded) if request.include_decoded else None)
 
     async def Encode(self, request: pb.EncodeRGBDRequest, context) -> pb.EncodeRGBDResponse:
-        served = self.registry.get(request.model, request.version, request.request_id)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         rgb, depth = read_rgbd(request.image, "image", served.spec.vae_scale_factor)
         with self.registry.lease(served):
             latents = await self.stages.encode_rgbd(served, rgb, depth)

@@ -81,7 +81,8 @@ class Route:
 class ModelRegistry:
     def __init__(self, cfg: ServeConfig, load_weights: bool = True):
         self.cfg, self.load_weights = cfg, load_weights
-        self._lock = threading.RLock()  # loading and unloading; the request path reads `_route`/`_loaded` lock-free
+        self._lock = threading.Lock()  # short: leases and the table of loaded releases (requests take it)
+        self._load_lock = threading.RLock()  # long: loading and unloading releases (the watcher, named releases)
         self._loaded: dict[str, ServedModel] = {}
         self._inflight: Counter[str] = Counter()
         self._last_used: dict[str, float] = {}
@@ -118,27 +119,41 @@ class ModelRegistry:
     def default_version(self) -> str:
         return self._route.default
 
-    def get(self, model: str = "", version: str = "", request_id: str = "") -> ServedModel:
-        """The model named ``model`` at ``version`` (empty: the route's release for ``request_id``, canary
-        included). ``NotFound`` names the field."""
+    def _pick(self, model: str, version: str, request_id: str) -> tuple[str, str]:
+        """(release label, route kind) for a request: ``version``, else the canary or current release."""
         if model and model != self.default_name:
             raise NotFound(f"model={model!r} is not served here: use {self.default_name!r} (see ListModels) or "
                            "leave it empty for the default", field="model")
-        how = "named"
-        if not version:
-            route = self._route
-            version, how = route.default, "current"
-            if route.canary is not None:
-                from ..repository.releases import canary_point
+        if version:
+            return version, "named"
+        route = self._route
+        if route.canary is not None:
+            from ..repository.releases import canary_point
 
-                if canary_point(request_id) < route.percent:
-                    version, how = route.canary, "canary"
-        served = self._loaded.get(version)
-        if served is None:
-            served = self._load_named(version)
+            if canary_point(request_id) < route.percent:
+                return route.canary, "canary"
+        return route.default, "current"
+
+    def _count(self, served: ServedModel, how: str) -> ServedModel:
         metrics.RELEASE_REQUESTS.labels(self.default_name, served.version, how).inc()
         self._last_used[served.version] = time.monotonic()
         return served
+
+    def get(self, model: str = "", version: str = "", request_id: str = "") -> ServedModel:
+        """The model named ``model`` at ``version`` (empty: the route's release for ``request_id``, canary
+        included); a named release that is not loaded is loaded now (blocking). ``NotFound`` names the field."""
+        label, how = self._pick(model, version, request_id)
+        return self._count(self._loaded.get(label) or self._load_named(label), how)
+
+    async def resolve(self, model: str = "", version: str = "", request_id: str = "") -> ServedModel:
+        """:meth:`get` for the event loop: a release that must be loaded first is loaded in a worker thread."""
+        label, how = self._pick(model, version, request_id)
+        served = self._loaded.get(label)
+        if served is None:
+            import asyncio
+
+            served = await asyncio.to_thread(self._load_named, label)
+        return self._count(served, how)
 
     @contextlib.contextmanager
     def lease(self, served: ServedModel):
@@ -242,8 +257,9 @@ class ModelRegistry:
         return self._route
 
     def _apply(self, state) -> None:
-        """Load what ``state`` serves (beside what is loaded), then switch the route in one assignment."""
-        with self._lock:
+        """Load what ``state`` serves (beside what is loaded), then switch the route in one assignment. Holds only
+        the load lock: requests (which take ``_lock`` briefly for their leases) never wait for a load."""
+        with self._load_lock:
             self._fingerprint = state.fingerprint()
             wanted = state.serving()
             for release in wanted:
@@ -251,7 +267,9 @@ class ModelRegistry:
                     continue
                 t0 = time.monotonic()
                 try:
-                    self._loaded[release.label] = self._load_release(release)
+                    served = self._load_release(release)
+                    with self._lock:
+                        self._loaded[release.label] = served
                 except Exception as exc:  # noqa: BLE001 - any failure refuses the release, never the process
                     reason = str(exc) if isinstance(exc, LDM3DError) else f"{exc.__class__.__name__}: {exc}"
                     if release.label not in self._refused:
@@ -287,24 +305,27 @@ class ModelRegistry:
         idle_s = self.cfg.reload_interval_s or 0.0
         if self._runtime is not None and self._runtime.kind == "triton" and time.time() - route.since < 2 * idle_s:
             return  # a Triton is shared by replicas: give every one of them a poll to switch before unloading
-        with self._lock:
-            for label in list(self._loaded):
-                if label in (route.default, route.canary) or self._inflight[label] > 0:
-                    continue
-                if time.monotonic() - self._last_used.get(label, 0.0) < idle_s:
-                    continue  # a stage keeps a release a gateway may still name for a moment
-                self._unload(label)
+        with self._load_lock:
+            with self._lock:
+                drained = [self._loaded.pop(label) for label in list(self._loaded)
+                           if label not in (route.default, route.canary) and self._inflight[label] <= 0
+                           and time.monotonic() - self._last_used.get(label, 0.0) >= idle_s]
+                for served in drained:
+                    self._inflight.pop(served.version, None)
+                needed = {(m, v) for s in self._loaded.values() if s.release is not None
+                          for m, v in s.release.models.items()}
+            for served in drained:  # outside the request lock: a Triton unload is a network call
+                self._unload(served, needed)
 
-    def _unload(self, label: str) -> None:
-        served = self._loaded.pop(label)
-        self._inflight.pop(label, None)
-        needed = {(m, v) for s in self._loaded.values() if s.release is not None for m, v in s.release.models.items()}
+    def _unload(self, served: ServedModel, needed: set) -> None:
         if served.pipeline is not None and served.release is not None:
             for m, v in served.release.models.items():
                 if m in self._models and (m, v) not in needed:
-                    with contextlib.suppress(Exception):
-                        self._runtime_unload(m, v, needed)
-        log.info("release %s drained and unloaded", label)
+                    try:
+                        self._runtime_unload(m, v)
+                    except Exception as exc:  # noqa: BLE001 - a failed unload wastes memory, it breaks nothing
+                        log.warning("release %s: unloading %s version %d failed: %s", served.version, m, v, exc)
+        log.info("release %s drained and unloaded", served.version)
 
     def _publish_state(self) -> None:
         route = self._route
@@ -336,9 +357,11 @@ class ModelRegistry:
             except NotFound:
                 release = None
             if release is not None:
-                with self._lock:
+                with self._load_lock:
                     if version not in self._loaded:
-                        self._loaded[version] = self._load_release(release)
+                        served = self._load_release(release)
+                        with self._lock:
+                            self._loaded[version] = served
                     return self._loaded[version]
         raise NotFound(f"version={version!r} of model {self.default_name!r} does not exist: use one of "
                        f"{', '.join(map(repr, self.versions()))} or leave it empty for the default", field="version")
@@ -393,7 +416,7 @@ class ModelRegistry:
                 if m in self._models:
                     rt.load(m, v)
 
-    def _runtime_unload(self, model: str, version: int, needed: set) -> None:
+    def _runtime_unload(self, model: str, version: int) -> None:
         rt = self._runtime
         if rt.kind == "triton":
             rt.unload_version(model, version)

@@ -16,7 +16,7 @@ class DiffusionSamplerServicer(sampler_pb2_grpc.DiffusionSamplerServicer):
         self.registry, self.stages = registry, stages
 
     async def Sample(self, request: pb.SampleRequest, context):
-        served = self.registry.get(request.model, request.version, request.request_id)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         spec = served.spec
         p = generate_params(request, prompt=EMBEDDINGS_GIVEN).resolved(spec)
         text_shape = (1, spec.max_text_length, spec.text_hidden_size)

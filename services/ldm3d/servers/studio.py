@@ -39,7 +39,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
         rid = request.request_id
-        job = self._prepare(request, "")
+        job = await self._prepare(request, "")
         async for event in self._run(*job, self._call(rid, context)):
             if isinstance(event, Step):
                 yield pb.GenerateResponse(request_id=rid, progress=tensors.progress(event.step, event.total,
@@ -52,7 +52,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             raise invalid("requests", f"<{len(request.requests)} requests>", f"send 1 to {MAX_BATCH}")
         for item in request.requests:
             item.request_id = item.request_id or new_request_id()
-        jobs = [self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
+        jobs = [await self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
         deadline = self._call("", context).deadline
         # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would
         # only fill the sampler's admission queue (and be refused) on behalf of a single call
@@ -86,7 +86,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             canary_percent=route.percent if route.canary else 0, releases=releases)])
 
     async def SubmitGenerate(self, request: pb.GenerateRequest, context) -> operations_pb2.Operation:
-        job = self._prepare(request, "")  # bad input fails the submit call itself, not the operation
+        job = await self._prepare(request, "")  # bad input fails the submit call itself, not the operation
         call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
         return self.operations.start(request.request_id, self._run(*job, call))
 
@@ -102,11 +102,11 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         left = context.time_remaining()
         return Call(rid, time.monotonic() + (self.default_timeout_s if left is None else left))
 
-    def _prepare(self, request: pb.GenerateRequest, prefix: str):
+    async def _prepare(self, request: pb.GenerateRequest, prefix: str):
         """Validate everything before any work: the served model and the resolved parameters."""
         try:
             # the release is resolved here, once (canary draw included), and named explicitly to every stage
-            served = self.registry.get(request.model, request.version, request.request_id)
+            served = await self.registry.resolve(request.model, request.version, request.request_id)
             init_rgb = init_depth = None
             if request.HasField("init_image"):
                 init_rgb, init_depth = read_rgbd(request.init_image, "init_image", served.spec.vae_scale_factor)

@@ -24,7 +24,7 @@ class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
         for i, p in enumerate(prompts):
             if len(p) > MAX_PROMPT_CHARS:
                 raise invalid(f"prompts[{i}]", f"<{len(p)} characters>", f"at most {MAX_PROMPT_CHARS} characters")
-        served = self.registry.get(request.model, request.version, request.request_id)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         with self.registry.lease(served):
             enc = await self.stages.encode_text(served, prompts)
         return pb.EncodeTextResponse(
