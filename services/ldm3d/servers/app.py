@@ -183,6 +183,8 @@ class Server:
                     await ch.close()
 
             self._cleanup.append(stop_monitor)
+        if self.registry is not None:
+            self.registry.start_watching()  # live roll-outs: converge on releases.json every --reload-interval
         if cfg.metrics_port is not None:
             self.metrics_port = metrics.serve(cfg.metrics_port, cfg.host)
         log.info("serving %s on %s:%d%s (metrics: %s%s)", ", ".join(services), cfg.host, self.port,

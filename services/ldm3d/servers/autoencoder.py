@@ -20,7 +20,7 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
         self.gate = gate or Gate(33, "autoencoder calls", "--max-running + --max-queued")
 
     async def Decode(self, request: pb.DecodeLatentsRequest, context) -> pb.DecodeLatentsResponse:
-        served = await self.registry.aget(request.model, request.version)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         spec = served.spec
         latents = tensors.from_tensor(request.latents, "latents", dtype="float32",
                                       shape=(None, spec.latent_channels, None, None))
@@ -32,17 +32,18 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
             raise invalid("latents.shape", list(latents.shape),
                           f"latent sides must be {MIN_SIDE // f}..{MAX_SIDE // f} (images {MIN_SIDE}..{MAX_SIDE} px)")
         raw = tensors.is_raw(request.image_encoding)
-        with self.gate.take():
+        with self.gate.take(), self.registry.lease(served):
             decoded, images = await self.stages.decode_images(served, latents, raw)
         return pb.DecodeLatentsResponse(
             request_id=request.request_id, images=images, model_version=served.version,
             decoded=tensors.to_tensor(decoded) if request.include_decoded else None)
 
     async def Encode(self, request: pb.EncodeRGBDRequest, context) -> pb.EncodeRGBDResponse:
-        served = await self.registry.aget(request.model, request.version)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         with self.gate.take():  # before decoding the PNGs (in a worker thread: not on the event loop)
             rgb, depth = await asyncio.to_thread(read_rgbd, request.image, "image", served.spec.vae_scale_factor)
-            latents = await self.stages.encode_rgbd(served, rgb, depth)
+            with self.registry.lease(served):
+                latents = await self.stages.encode_rgbd(served, rgb, depth)
         return pb.EncodeRGBDResponse(request_id=request.request_id, latents=tensors.to_tensor(latents),
                                      model_version=served.version)
 

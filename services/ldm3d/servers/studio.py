@@ -101,12 +101,16 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         return pb.GenerateBatchResponse(results=results)
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:
+        route = self.registry.route
         d = self.registry.default()
         spec = d.spec
+        releases = [pb.ReleaseInfo(version=r["version"], model_versions=r["models"], state=r["state"],
+                                   detail=r["detail"], created=r["created"]) for r in self.registry.releases()]
         return pb.ListModelsResponse(models=[pb.ModelInfo(
             name=d.name, versions=self.registry.versions(), default_version=d.version, source=spec.source,
             rgbd_channels=spec.rgbd_channels, default_height=spec.default_height, default_width=spec.default_width,
-            default_scheduler=spec.scheduler_name, is_default=True)])
+            default_scheduler=spec.scheduler_name, is_default=True, canary_version=route.canary or "",
+            canary_percent=route.percent if route.canary else 0, releases=releases)])
 
     async def SubmitGenerate(self, request: pb.GenerateRequest, context) -> operations_pb2.Operation:
         self.operations.check_room()  # a full store refuses now, not after decoding the init image
@@ -135,7 +139,8 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
     async def _prepare(self, request: pb.GenerateRequest, prefix: str):
         """Validate everything before any work: the served model and the resolved parameters."""
         try:
-            served = await self.registry.aget(request.model, request.version)
+            # the release is resolved here, once (canary draw included), and named explicitly to every stage
+            served = await self.registry.resolve(request.model, request.version, request.request_id)
             init_rgb = init_depth = None
             if request.HasField("init_image"):  # decoding PNGs takes a while: not on the event loop
                 init_rgb, init_depth = await asyncio.to_thread(read_rgbd, request.init_image, "init_image",
@@ -162,6 +167,12 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def _run(self, served: ServedModel, p, raw: bool, call: Call, patient: bool = False
                    ) -> AsyncIterator[Step | pb.GenerateResult]:
+        with self.registry.lease(served):  # the release stays loaded (here) until the result is out
+            async for event in self._stages(served, p, raw, call, patient):
+                yield event
+
+    async def _stages(self, served: ServedModel, p, raw: bool, call: Call, patient: bool
+                      ) -> AsyncIterator[Step | pb.GenerateResult]:
         down = self.downstream
         t0 = time.perf_counter()
         # 1. encode the prompt and, for classifier-free guidance, the negative prompt (separately, as in-process)
@@ -196,6 +207,8 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         meta = generation_metadata(served.spec, served.runtime_kind, p, cond.token_counts[0], cond.truncated_tokens[0],
                                    {"encode_s": t1 - t0, "sample_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0})
         meta["model"]["name"], meta["model"]["version"] = served.name, served.version
+        if served.release is not None:
+            meta["model"]["release"] = served.release.number
         yield pb.GenerateResult(
             request_id=call.request_id, images=images, seed=p.seed, model=served.name, model_version=served.version,
             metadata_json=json.dumps(meta), timings=common_pb2.Timings(

@@ -26,8 +26,8 @@ class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
         for i, p in enumerate(prompts):
             if len(p) > MAX_PROMPT_CHARS:
                 raise invalid(f"prompts[{i}]", f"<{len(p)} characters>", f"at most {MAX_PROMPT_CHARS} characters")
-        served = await self.registry.aget(request.model, request.version)
-        with self.gate.take():
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
+        with self.gate.take(), self.registry.lease(served):
             enc = await self.stages.encode_text(served, prompts)
         return pb.EncodeTextResponse(
             request_id=request.request_id, embeddings=tensors.to_tensor(enc.embeddings),
