@@ -12,10 +12,17 @@ Steps, in order: check the request against :class:`RenderLimits` → build the d
 camera-move video → the 360 video → meshes. ``progress(done, total, message)`` is called after every unit of work
 (a still, a frame, a mesh); ``cancelled()`` is polled between them and raises :class:`~ldm3d.errors.Cancelled`.
 Every file is written under a temporary name and renamed when complete.
+
+Resumable jobs (the durable queue's workers, :mod:`ldm3d.jobs`): with ``checkpoint_dir`` every finished video frame
+is also kept there as a PNG (``<video>/000001.png``, written atomically, lossless), and a rerun of the same job
+reads those frames back instead of rendering them again; artifacts already complete in ``out_dir`` (an earlier
+run's ``ods.png``, a finished MP4) are reused as they are. The caller removes ``checkpoint_dir`` when the job is done.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import math
 import os
 import tempfile
@@ -24,8 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from ..codec import encode_png, write_bytes_atomic
+from ..codec import encode_png, read_rgb, write_bytes_atomic
 from ..errors import Cancelled, InvalidArgument, ResourceExhausted, invalid
 from .camera import PATHS, path_cameras
 from .geometry import Panorama, build_mesh, prepare_panorama
@@ -187,8 +195,10 @@ def _check_size(name: str, size, max_pixels: int, even: bool = False) -> None:
 class _Sink:
     """Writes artifacts to ``out_dir`` (atomically) or keeps them as bytes; counts progress; polls cancellation."""
 
-    def __init__(self, out_dir, total: int, progress: Progress | None, cancelled: Callable[[], bool] | None):
+    def __init__(self, out_dir, total: int, progress: Progress | None, cancelled: Callable[[], bool] | None,
+                 resume: bool = False):
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = resume
         self.total, self.done = total, 0
         self.progress, self.cancelled = progress, cancelled
         self.artifacts: list[Artifact] = []
@@ -202,6 +212,18 @@ class _Sink:
         if self.progress is not None:
             self.progress(self.done, self.total, message)
         self.check()
+
+    def reuse(self, name: str, media_type: str, **metadata) -> bool:
+        """Resuming: an artifact an earlier run of this job finished (renamed into place, so complete) is kept."""
+        if not (self.resume and self.out_dir is not None and (self.out_dir / name).is_file()):
+            return False
+        self.artifacts.append(Artifact(name, media_type, self.out_dir / name, None, metadata))
+        return True
+
+    def skip(self, units: int, message: str) -> None:
+        """Count ``units`` as done without doing them (their artifact was reused)."""
+        self.done += units - 1
+        self.step(message)
 
     def add(self, name: str, media_type: str, data: bytes, **metadata) -> None:
         if self.out_dir is not None:
@@ -230,8 +252,12 @@ def render_job(
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
     limits: RenderLimits = RenderLimits(),
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> RenderResult:
-    """Run one render job; returns its artifacts (files in ``out_dir``, or bytes when ``out_dir`` is None)."""
+    """Run one render job; returns its artifacts (files in ``out_dir``, or bytes when ``out_dir`` is None).
+
+    ``checkpoint_dir``: keep finished frames there and reuse those (and finished artifacts) of an earlier run.
+    """
     # 1. Check the request and build the displaced sphere.
     check_spec(spec, limits)
     pano = panorama_for(spec)
@@ -245,15 +271,19 @@ def render_job(
     if spec.video360:
         _check_size("eye_size", eye, limits.max_video360_pixels, even=True)
     total = int(spec.ods) + int(spec.mono360) + frames + (frames if spec.video360 else 0) + len(spec.meshes)
-    sink = _Sink(out_dir, total, progress, cancelled)
+    sink = _Sink(out_dir, total, progress, cancelled, resume=checkpoint_dir is not None)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     sink.check()
 
     # 2. Stills.
     if spec.ods:
-        sink.add("ods.png", "image/png", encode_png(render_ods(pano, eye, spec.ipd)), stereo="top-bottom", eye_size=eye)
+        if not sink.reuse("ods.png", "image/png", stereo="top-bottom", eye_size=eye):
+            sink.add("ods.png", "image/png", encode_png(render_ods(pano, eye, spec.ipd)), stereo="top-bottom",
+                     eye_size=eye)
         sink.step("ODS stereo still")
     if spec.mono360:
-        sink.add("mono360.png", "image/png", encode_png(render_equirect(pano, eye, "mono")), eye_size=eye)
+        if not sink.reuse("mono360.png", "image/png", eye_size=eye):
+            sink.add("mono360.png", "image/png", encode_png(render_equirect(pano, eye, "mono")), eye_size=eye)
         sink.step("mono 360 still")
 
     # 3. Camera moves: perspective frames, mono or side by side, into an H.264 MP4.
@@ -267,37 +297,31 @@ def render_job(
             scene = MeshScene(pano)
         w, h = spec.size
 
-        def frame_iter():
-            for cam in cams:
-                if spec.stereo:
-                    yield np.concatenate(
-                        [
-                            render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2, spec.renderer),
-                            render_perspective(pano, cam, (w, h), scene, spec.ipd / 2, spec.renderer),
-                        ],
-                        axis=1,
-                    )
-                else:
-                    yield render_perspective(pano, cam, (w, h), scene, renderer=spec.renderer)
+        def render_frame(cam):
+            if spec.stereo:
+                return np.concatenate(
+                    [
+                        render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2, spec.renderer),
+                        render_perspective(pano, cam, (w, h), scene, spec.ipd / 2, spec.renderer),
+                    ],
+                    axis=1,
+                )
+            return render_perspective(pano, cam, (w, h), scene, renderer=spec.renderer)
 
         counter = iter(range(1, frames + 1))
         name = f"{path_name(spec.path)}.mp4"
         vsize = (2 * w if spec.stereo else w, h)
-        sink.video(
-            name,
-            lambda write, p: write(
-                p,
-                frame_iter(),
-                vsize,
-                spec.fps,
-                spec.crf,
-                on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}"),
-            ),
-            frames=frames,
-            fps=spec.fps,
-            size=vsize,
-            stereo="left-right" if spec.stereo else "mono",
-        )
+        meta = dict(frames=frames, fps=spec.fps, size=vsize, stereo="left-right" if spec.stereo else "mono")
+        frame_iter = functools.partial(_checkpointed, cams, render_frame, ckpt / name if ckpt else None)
+        if sink.reuse(name, "video/mp4", **meta):
+            sink.skip(frames, f"frame {frames}/{frames}")
+        else:
+            sink.video(
+                name,
+                lambda write, p: write(p, frame_iter(), vsize, spec.fps, spec.crf,
+                                       on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}")),
+                **meta,
+            )
 
     # 4. A 360 video: ODS from each of the path's camera positions (orientation stays world-fixed).
     if spec.video360:
@@ -306,43 +330,55 @@ def render_job(
         counter360 = iter(range(1, frames + 1))
         at_origin: list[np.ndarray] = []
 
-        def ods_iter():
-            for cam in cams:
-                c = np.asarray(cam.position, dtype=np.float64)
-                if np.linalg.norm(c) > 0:
-                    yield render_ods_raycast(scene, eye, spec.ipd, centre=c)
-                    continue
-                if not at_origin:
-                    at_origin.append(render_ods(pano, eye, spec.ipd))
-                yield at_origin[0]
+        def render_ods_frame(cam):
+            c = np.asarray(cam.position, dtype=np.float64)
+            if np.linalg.norm(c) > 0:
+                return render_ods_raycast(scene, eye, spec.ipd, centre=c)
+            if not at_origin:
+                at_origin.append(render_ods(pano, eye, spec.ipd))
+            return at_origin[0]
 
-        sink.video(
-            f"{path_name(spec.path)}_360.mp4",
-            lambda write, p: write(
-                p,
-                ods_iter(),
-                (eye[0], 2 * eye[1]),
-                spec.fps,
-                spec.crf,
-                spherical="top-bottom",
-                on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}"),
-            ),
-            frames=frames,
-            fps=spec.fps,
-            size=(eye[0], 2 * eye[1]),
-            stereo="top-bottom",
-        )
+        name360 = f"{path_name(spec.path)}_360.mp4"
+        meta360 = dict(frames=frames, fps=spec.fps, size=(eye[0], 2 * eye[1]), stereo="top-bottom")
+        ods_iter = functools.partial(_checkpointed, cams, render_ods_frame, ckpt / name360 if ckpt else None)
+        if sink.reuse(name360, "video/mp4", **meta360):
+            sink.skip(frames, f"360 frame {frames}/{frames}")
+        else:
+            sink.video(
+                name360,
+                lambda write, p: write(p, ods_iter(), (eye[0], 2 * eye[1]), spec.fps, spec.crf, spherical="top-bottom",
+                                       on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}")),
+                **meta360,
+            )
 
     # 5. Meshes (stretched faces left out: a gap at a depth edge, not a smear).
     if spec.meshes:
         mesh = build_mesh(pano, spec.mesh_step).without_stretched()
         for fmt in spec.meshes:
-            if fmt == "ply":
+            if sink.reuse(f"mesh.{fmt}", "application/x-ply" if fmt == "ply" else "model/gltf-binary"):
+                pass
+            elif fmt == "ply":
                 sink.add("mesh.ply", "application/x-ply", ply_bytes(mesh), faces=len(mesh.faces))
             else:
                 sink.add("mesh.glb", "model/gltf-binary", glb_bytes(mesh, pano.rgb), faces=len(mesh.faces))
             sink.step(f"mesh {fmt}")
     return RenderResult(sink.artifacts, (pano.width, pano.height), pano.projection)
+
+
+def _checkpointed(cams, render, folder: Path | None):
+    """Frames for ``cams`` in order: read back from ``folder`` when an earlier run finished them, else rendered
+    (and, with a ``folder``, kept there before they are handed on, so a frame counted as done is on disk)."""
+    for i, cam in enumerate(cams, 1):
+        path = folder / f"{i:06d}.png" if folder is not None else None
+        if path is not None and path.is_file():
+            yield read_rgb(path, f"checkpoint {path}")
+            continue
+        frame = render(cam)
+        if path is not None:
+            buf = io.BytesIO()
+            Image.fromarray(frame).save(buf, format="PNG", compress_level=1)  # lossless, and cheap next to a frame
+            write_bytes_atomic(path, buf.getvalue())
+        yield frame
 
 
 def panorama_for(spec: RenderSpec) -> Panorama:

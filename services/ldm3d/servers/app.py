@@ -75,6 +75,7 @@ class Server:
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._cleanup = []
+        self._queue = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -153,17 +154,27 @@ class Server:
             self._cleanup.append(fwd.close)
             return fwd.servicer(renderer_pb2_grpc.PanoramaRendererServicer,
                                 ("Submit", "GetOperation", "CancelOperation"))
-        servicer = PanoramaRendererServicer(self.cfg)
+        servicer = PanoramaRendererServicer(self.cfg, self._job_queue())
         self._cleanup.append(servicer.close)
         return servicer
 
     def _studio(self, stages: Stages | None) -> StudioServicer:
         local = LocalStages(stages) if stages is not None else None
         down = RemoteStages(self.cfg.remote, local, grpc_options(self.cfg))
-        studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations)
+        studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations,
+                                self._job_queue())
         self._cleanup.append(studio.operations.close)
         self._cleanup.append(down.close)
         return studio
+
+    def _job_queue(self):
+        """--queue: one Redis-backed job queue shared by the Studio and the renderer (None: jobs run here)."""
+        if self.cfg.queue and self._queue is None:
+            from ..jobs.front import JobQueue
+
+            self._queue = JobQueue(self.cfg.queue, self.cfg.result_ttl_s)
+            self._cleanup.insert(0, self._queue.close)  # closed last
+        return self._queue
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace_s``, then release everything."""

@@ -71,6 +71,22 @@ def _target(s: str) -> str:
     return s
 
 
+def _redis_url(s: str) -> str:
+    from urllib.parse import urlparse
+
+    u = urlparse(s)
+    if u.scheme not in ("redis", "rediss") or not u.hostname:
+        raise ValueError("use redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0")
+    try:
+        u.port  # noqa: B018 - parses the port
+    except ValueError:
+        raise ValueError("the port must be a number: redis://HOST:PORT/DB") from None
+    db = u.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the database must be a number, not {db!r}: redis://HOST:PORT/0")
+    return s
+
+
 # field name → option. Model source, listening, limits, the gateway's downstream services, logging.
 OPTIONS: dict[str, _Opt] = {
     "checkpoint": _Opt("--checkpoint", "LDM3D_CHECKPOINT", str, None,
@@ -136,6 +152,11 @@ OPTIONS: dict[str, _Opt] = {
                               "renderer: most frames in one video (seconds x fps)"),
     "render_max_video360_pixels": _Opt("--render-max-video360-pixels", "LDM3D_RENDER_MAX_VIDEO360_PIXELS",
                                        _positive_int, 4096 * 2048, "renderer: largest eye of a 360 video frame, pixels"),
+    "queue": _Opt("--queue", "LDM3D_QUEUE", _redis_url, None,
+                  "durable jobs: Redis URL (redis://HOST:PORT/DB) that SubmitGenerate and PanoramaRenderer.Submit "
+                  "enqueue to; `ldm3d worker --queue` runs them (default: none, jobs run in this process)"),
+    "result_ttl_s": _Opt("--result-ttl", "LDM3D_RESULT_TTL_S", _positive_float, 86400.0,
+                         "durable jobs: seconds a finished operation (state, result, error) stays in Redis"),
     "log_format": _Opt("--log-format", "LDM3D_LOG_FORMAT", str, "text", "log lines as text or JSON",
                        ("text", "json")),
 }
@@ -177,6 +198,8 @@ class ServeConfig:
     render_max_frame_pixels: int = 3840 * 2160
     render_max_frames: int = 3600
     render_max_video360_pixels: int = 4096 * 2048
+    queue: str | None = None
+    result_ttl_s: float = 86400.0
     log_format: str = "text"
 
     def __post_init__(self):
@@ -198,6 +221,10 @@ class ServeConfig:
                 if getattr(self, name):
                     raise InvalidArgument(f"{OPTIONS[name].flag} is a gateway option: use it with `ldm3d serve "
                                           "gateway` or `ldm3d serve all`", field=OPTIONS[name].flag)
+
+        if self.queue and self.service not in ("all", "gateway", "renderer"):
+            raise InvalidArgument("--queue makes SubmitGenerate and PanoramaRenderer.Submit durable: use it with "
+                                  "`ldm3d serve all|gateway|renderer`", field="--queue")
 
     @property
     def runtime_options(self) -> dict:

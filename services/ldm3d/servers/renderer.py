@@ -82,7 +82,7 @@ class RenderOperations(operations.Operations):
 
 
 class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
-    def __init__(self, cfg: ServeConfig):
+    def __init__(self, cfg: ServeConfig, queue=None):
         from ..render import RenderLimits
 
         self.cfg = cfg
@@ -94,8 +94,11 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
         self.operations = RenderOperations(cfg.max_operations)
         self._pool = ThreadPoolExecutor(max_workers=cfg.render_max_running, thread_name_prefix="render")
         self._jobs = 0  # submitted and not yet ended (running or waiting for a worker)
+        self.queue = queue  # a jobs.front.JobQueue (--queue): operations live in Redis, `ldm3d worker`s run them
 
     async def Submit(self, request: pb.RenderRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self._enqueue(request)
         self._admit()  # refuse before decoding anything when busy
         # decoding a large panorama's PNGs takes a while: not on the event loop (health checks keep answering)
         spec = await asyncio.to_thread(_with_proto_field, lambda: self._checked_spec(request))
@@ -113,11 +116,27 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
         return op
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self.queue.get("render", request.name)
         return self.operations.get(request.name)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context) -> empty_pb2.Empty:
-        await self.operations.cancel(request.name)
+        if self.queue is not None:
+            await self.queue.cancel("render", request.name)
+        else:
+            await self.operations.cancel(request.name)
         return empty_pb2.Empty()
+
+    async def _enqueue(self, request: pb.RenderRequest) -> operations_pb2.Operation:
+        """--queue: the same checks as in-process, then the job goes to Redis for `ldm3d worker --kinds render`."""
+        await asyncio.to_thread(_with_proto_field, lambda: self._checked_spec(request))
+        out_dir = self._job_folder(request)
+        try:
+            return await self.queue.submit("render", request.request_id, request, str(out_dir or ""))
+        except BaseException:
+            if out_dir is not None:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
 
     async def close(self) -> None:
         await self.operations.close()

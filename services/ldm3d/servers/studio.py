@@ -33,9 +33,10 @@ BATCH_IN_FLIGHT = 2
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
     def __init__(self, registry: ModelRegistry, downstream: RemoteStages, default_timeout_s: float,
-                 max_operations: int):
+                 max_operations: int, queue=None):
         self.registry, self.downstream, self.default_timeout_s = registry, downstream, default_timeout_s
         self.operations = Operations(max_operations)
+        self.queue = queue  # a jobs.front.JobQueue (--queue): operations live in Redis, workers run them
 
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
         rid = request.request_id
@@ -83,14 +84,21 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def SubmitGenerate(self, request: pb.GenerateRequest, context) -> operations_pb2.Operation:
         job = self._prepare(request, "")  # bad input fails the submit call itself, not the operation
+        if self.queue is not None:
+            return await self.queue.submit("generate", request.request_id, request)
         call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
         return self.operations.start(request.request_id, self._run(*job, call))
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self.queue.get("generate", request.name)
         return self.operations.get(request.name)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context) -> empty_pb2.Empty:
-        await self.operations.cancel(request.name)
+        if self.queue is not None:
+            await self.queue.cancel("generate", request.name)
+        else:
+            await self.operations.cancel(request.name)
         return empty_pb2.Empty()
 
     # -- the generation itself
