@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip --disable-pip-version-check
 DEMO    := demo
 PROMPT  ?= a cozy wooden cabin in a snowy pine forest at dusk
-APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl
+APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl redis-server
 
 .PHONY: help venv system-deps triton demo test test-all bench protos clean
 
@@ -29,11 +29,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps open-clip-torch==3.3.0
 	touch $@
 
-# ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata). Installed only if missing.
+# ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata), redis-server (durable jobs: the
+# tests start their own on a free port; scripts/redis.sh for development). Installed only if missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ldconfig -p | grep -q libusb-1.0 || missing="$$missing libusb-1.0-0"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \

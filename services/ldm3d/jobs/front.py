@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 import uuid
 
 import redis
@@ -72,9 +73,14 @@ class JobQueue:
     async def get(self, kind: str, name: str) -> operations_pb2.Operation:
         return await self._call(self._get, kind, name)
 
-    async def cancel(self, kind: str, name: str) -> None:
-        """Ask the job to stop: one not started yet is cancelled at once, a running one at its next frame/step."""
+    async def cancel(self, kind: str, name: str, wait_s: float = 10.0) -> None:
+        """Ask the job to stop: one not started yet is cancelled at once, a running one by its worker at its next
+        frame/step. Returns once the job is done, as in-process, or after ``wait_s`` (a worker that died meanwhile
+        cancels it when its job is picked up again)."""
         await self._call(self._cancel, kind, name)
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end and not (await self._call(self._get, kind, name)).done:
+            await asyncio.sleep(0.02)
 
     def close(self) -> None:
         self.broker.client.close()
