@@ -44,6 +44,9 @@ WORKER_OPTIONS: dict[str, _Opt] = {
                          "longest a job may run, seconds; beyond it the operation fails with the time limit"),
     "max_jobs": _Opt("--max-jobs", "LDM3D_WORKER_MAX_JOBS", _positive_int, None,
                      "exit after this many jobs (a KEDA ScaledJob's pod: --max-jobs 1)"),
+    "alive_file": _Opt("--alive-file", "LDM3D_WORKER_ALIVE_FILE", str, None,
+                       "touch this file every heartbeat-timeout/3 while the worker's loop runs (a Kubernetes exec "
+                       "probe checks its age: the worker has no gRPC port)"),
     "idle_exit_s": _Opt("--idle-exit", "LDM3D_WORKER_IDLE_EXIT_S", _positive_float, None,
                         "exit after this many seconds without a job (a ScaledJob pod that found the queue empty)"),
 }

@@ -25,6 +25,7 @@ from google.rpc import status_pb2
 
 from ..errors import Cancelled, NotFound
 from ..v1 import renderer_pb2, studio_pb2
+from . import KINDS
 from .broker import Broker
 from .store import OperationStore, unavailable
 
@@ -65,6 +66,7 @@ class JobQueue:
         self.url, self.result_ttl_s = url, result_ttl_s
         self.broker = Broker(url)
         self.store = OperationStore(url, self.broker.client)
+        self._maintenance: asyncio.Task | None = None
 
     async def submit(self, kind: str, request_id: str, request, out_dir: str = "") -> operations_pb2.Operation:
         """Record the job (state QUEUED) and put its name on ``kind``'s queue; the request must be valid."""
@@ -82,11 +84,26 @@ class JobQueue:
         while time.monotonic() < end and not (await self._call(self._get, kind, name)).done:
             await asyncio.sleep(0.02)
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            await asyncio.wait([self._maintenance])
         self.broker.client.close()
+
+    async def _maintain(self) -> None:
+        """Requeue dead workers' jobs from here too: with every worker of a kind gone (a ScaledJob's pod lost, a
+        Deployment scaled to zero) nobody else would, and KEDA only sees jobs that are back on the queue."""
+        while True:
+            await asyncio.sleep(self.broker.heartbeat_timeout / 3000)
+            try:
+                await asyncio.to_thread(self.broker.maintain, KINDS)
+            except redis.RedisError as exc:
+                log.debug("queue maintenance: %s", exc)
 
     # -- blocking parts, in threads
     async def _call(self, fn, *args):
+        if self._maintenance is None:
+            self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
         try:
             return await asyncio.to_thread(functools.partial(fn, *args))
         except (redis.ConnectionError, redis.TimeoutError) as exc:

@@ -71,6 +71,7 @@ class WorkerConfig:
     time_limit_s: float = 6 * 3600.0
     max_jobs: int | None = None
     idle_exit_s: float | None = None
+    alive_file: str | None = None
 
     def __post_init__(self):
         bad = [k for k in self.kinds if k not in KINDS]
@@ -153,10 +154,12 @@ class JobWorker:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, lambda *_: self.drain())
+        self._alive()
         if on_ready is not None:
             on_ready(self)
         interval = self.cfg.heartbeat_timeout_s / 3
         while not self.stopping.wait(interval):
+            self._alive()
             try:
                 self.broker.maintain(self.cfg.kinds)
             except redis.RedisError as exc:
@@ -168,6 +171,10 @@ class JobWorker:
         log.info("stopping: running renders finish their current frame and go back to the queue")
         worker.stop(timeout=int(self.cfg.time_limit_s * 1000))
         self.close()
+
+    def _alive(self) -> None:
+        if self.cfg.alive_file:
+            Path(self.cfg.alive_file).touch()
 
     def drain(self) -> None:
         self.draining.set()
