@@ -62,9 +62,9 @@ def test_killed_worker_and_restarted_front_resume_from_frames(queue_url, workers
             name = _submit_orbit(c, files=True)
             step = wait_for(lambda: (s := _meta(c.get_render(name)).progress.step) >= 20 and s, 120,
                             "20 frames rendered")
+            w1.kill()  # mid-render: no chance to hand anything back
     finally:
         front.stop()
-    w1.kill()  # mid-render: no chance to hand anything back
     assert step < FRAMES, f"the render finished ({step} frames) before the worker was killed: make frames larger"
     out_dir = Path(_record(queue_url, name)["out_dir"].decode())
     kept = len(list((out_dir / ".frames").rglob("*.png")))
@@ -85,8 +85,37 @@ def test_killed_worker_and_restarted_front_resume_from_frames(queue_url, workers
     assert not (out_dir / ".frames").exists()  # checkpoints removed once the job is done
     rec = _record(queue_url, name)
     assert rec["attempts"] == b"2" and rec["completions"] == b"1"
-    assert f"resuming from {kept} finished frames" in w2.text() or "resuming from" in w2.text()
+    assert f"resuming from {kept} finished frames" in w2.text()
     assert waited < 60
+
+
+def test_sigterm_drains_after_the_current_frame_and_hands_the_rest_back(queue_url, workers, tmp_path):
+    root = tmp_path / "renders"
+    root.mkdir()
+    front = ThreadServer(service="renderer", queue=queue_url, render_output_dir=str(root))
+    w1 = workers(queue_url, "--kinds", "render", "--render-output-dir", str(root))
+    try:
+        with StudioClient(front.target, timeout=30) as c:
+            name = _submit_orbit(c, files=True)
+            wait_for(lambda: _meta(c.get_render(name)).progress.step >= 10, 120, "10 frames")
+            t0 = time.monotonic()
+            w1.proc.terminate()
+            assert w1.proc.wait(30) == 0
+            drained_s = time.monotonic() - t0
+            meta = _meta(c.get_render(name))
+            assert meta.state == studio_pb2.OPERATION_STATE_QUEUED and "handed back" in meta.message, meta
+            out_dir = Path(_record(queue_url, name)["out_dir"].decode())
+            kept = len(list((out_dir / ".frames").rglob("*.png")))
+            assert 10 <= kept < FRAMES and kept >= meta.progress.step
+            w2 = workers(queue_url, "--kinds", "render", "--render-output-dir", str(root))
+            result = c.wait_render(name, poll_s=0.1, timeout=120)
+        assert probe(result.artifacts[0].path)["nb_frames"] == FRAMES
+        assert f"resuming from {kept} finished frames" in w2.text()
+        rec = _record(queue_url, name)
+        assert rec["attempts"] == b"2" and rec["completions"] == b"1"
+        assert drained_s < 10, f"draining took {drained_s:.1f} s: it should end after the current frame"
+    finally:
+        front.stop()
 
 
 def test_two_workers_never_both_complete_one_job(queue_url, workers):
