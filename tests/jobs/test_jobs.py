@@ -22,6 +22,7 @@ from ldm3d.errors import Cancelled, NotFound, Unavailable
 from ldm3d.jobs.broker import Broker
 from ldm3d.jobs.store import OperationStore
 from ldm3d.pipeline import GenerateParams
+from ldm3d.render.job import checkpointed_frames
 from ldm3d.render.video import probe
 from ldm3d.v1 import renderer_pb2, studio_pb2
 
@@ -67,7 +68,7 @@ def test_killed_worker_and_restarted_front_resume_from_frames(queue_url, workers
         front.stop()
     assert step < FRAMES, f"the render finished ({step} frames) before the worker was killed: make frames larger"
     out_dir = Path(_record(queue_url, name)["out_dir"].decode())
-    kept = len(list((out_dir / ".frames").rglob("*.png")))
+    kept = checkpointed_frames(out_dir / ".frames")
     assert kept >= step  # every frame counted as done is on disk
 
     front = ProcessServer("renderer", *serve)  # a new front: it knows the operation from Redis alone
@@ -105,7 +106,7 @@ def test_sigterm_drains_after_the_current_frame_and_hands_the_rest_back(queue_ur
             meta = _meta(c.get_render(name))
             assert meta.state == studio_pb2.OPERATION_STATE_QUEUED and "handed back" in meta.message, meta
             out_dir = Path(_record(queue_url, name)["out_dir"].decode())
-            kept = len(list((out_dir / ".frames").rglob("*.png")))
+            kept = checkpointed_frames(out_dir / ".frames")
             assert 10 <= kept < FRAMES and kept >= meta.progress.step
             w2 = workers(queue_url, "--kinds", "render", "--render-output-dir", str(root))
             result = c.wait_render(name, poll_s=0.1, timeout=120)

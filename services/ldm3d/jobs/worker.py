@@ -266,7 +266,9 @@ class JobWorker:
         out_dir = rec.get("out_dir", b"").decode() or None
         ckpt = self._checkpoint_dir(out_dir, name) if kind == "render" else None
         if ckpt is not None and ckpt.is_dir():
-            kept = sum(1 for _ in ckpt.rglob("*.png"))
+            from ..render.job import checkpointed_frames
+
+            kept = checkpointed_frames(ckpt)
             log.info("%s: resuming from %d finished frames in %s", name, kept, ckpt)
             if hasattr(meta, "message"):
                 meta.message = f"resuming from {kept} finished frames"

@@ -13,27 +13,26 @@ camera-move video → the 360 video → meshes. ``progress(done, total, message)
 (a still, a frame, a mesh); ``cancelled()`` is polled between them and raises :class:`~ldm3d.errors.Cancelled`.
 Every file is written under a temporary name and renamed when complete.
 
-Resumable jobs (the durable queue's workers, :mod:`ldm3d.jobs`): with ``checkpoint_dir`` every finished video frame
-is also kept there as a PNG (``<video>/000001.png``, written atomically, lossless), and a rerun of the same job
-reads those frames back instead of rendering them again; artifacts already complete in ``out_dir`` (an earlier
-run's ``ods.png``, a finished MP4) are reused as they are. The caller removes ``checkpoint_dir`` when the job is done.
+Resumable jobs (the durable queue's workers, :mod:`ldm3d.jobs`): with ``checkpoint_dir`` every video is encoded in
+2-second segments kept there, and the frames of the segment in progress are kept raw (:func:`_segmented_video`);
+a rerun of the same job reuses them instead of rendering them again, and artifacts already complete in
+``out_dir`` (an earlier run's ``ods.png``, a finished MP4) are reused as they are. The caller removes
+``checkpoint_dir`` when the job is done.
 """
 
 from __future__ import annotations
 
-import functools
-import io
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from ..codec import encode_png, read_rgb, write_bytes_atomic
+from ..codec import encode_png, write_bytes_atomic
 from ..errors import Cancelled, InvalidArgument, ResourceExhausted, invalid
 from .camera import PATHS, path_cameras
 from .geometry import Panorama, build_mesh, prepare_panorama
@@ -312,13 +311,14 @@ def render_job(
         name = f"{path_name(spec.path)}.mp4"
         vsize = (2 * w if spec.stereo else w, h)
         meta = dict(frames=frames, fps=spec.fps, size=vsize, stereo="left-right" if spec.stereo else "mono")
-        frame_iter = functools.partial(_checkpointed, cams, render_frame, ckpt / name if ckpt else None)
         if sink.reuse(name, "video/mp4", **meta):
             sink.skip(frames, f"frame {frames}/{frames}")
+        elif ckpt is not None:
+            _segmented_video(sink, name, cams, render_frame, vsize, spec, None, ckpt / name, "frame", meta)
         else:
             sink.video(
                 name,
-                lambda write, p: write(p, frame_iter(), vsize, spec.fps, spec.crf,
+                lambda write, p: write(p, map(render_frame, cams), vsize, spec.fps, spec.crf,
                                        on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}")),
                 **meta,
             )
@@ -340,13 +340,16 @@ def render_job(
 
         name360 = f"{path_name(spec.path)}_360.mp4"
         meta360 = dict(frames=frames, fps=spec.fps, size=(eye[0], 2 * eye[1]), stereo="top-bottom")
-        ods_iter = functools.partial(_checkpointed, cams, render_ods_frame, ckpt / name360 if ckpt else None)
         if sink.reuse(name360, "video/mp4", **meta360):
             sink.skip(frames, f"360 frame {frames}/{frames}")
+        elif ckpt is not None:
+            _segmented_video(sink, name360, cams, render_ods_frame, (eye[0], 2 * eye[1]), spec, "top-bottom",
+                             ckpt / name360, "360 frame", meta360)
         else:
             sink.video(
                 name360,
-                lambda write, p: write(p, ods_iter(), (eye[0], 2 * eye[1]), spec.fps, spec.crf, spherical="top-bottom",
+                lambda write, p: write(p, map(render_ods_frame, cams), (eye[0], 2 * eye[1]), spec.fps, spec.crf,
+                                       spherical="top-bottom",
                                        on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}")),
                 **meta360,
             )
@@ -365,20 +368,79 @@ def render_job(
     return RenderResult(sink.artifacts, (pano.width, pano.height), pano.projection)
 
 
-def _checkpointed(cams, render, folder: Path | None):
-    """Frames for ``cams`` in order: read back from ``folder`` when an earlier run finished them, else rendered
-    (and, with a ``folder``, kept there before they are handed on, so a frame counted as done is on disk)."""
-    for i, cam in enumerate(cams, 1):
-        path = folder / f"{i:06d}.png" if folder is not None else None
-        if path is not None and path.is_file():
-            yield read_rgb(path, f"checkpoint {path}")
+#: a resumable video is encoded in segments of this many seconds (see :func:`_segmented_video`)
+SEGMENT_S = 2.0
+_PART = re.compile(r"^part-(\d{6})-(\d{6})\.mp4$")
+
+
+def _segmented_video(sink: _Sink, name: str, cams, render, size, spec: RenderSpec, spherical, folder: Path,
+                     label: str, meta: dict) -> None:
+    """A video that survives interruption: encoded in :data:`SEGMENT_S`-second MP4 segments (``part-A-B.mp4``,
+    frames A..B) joined without re-encoding at the end; the frames of the segment being encoded are kept raw
+    (``frame-N.npy``: no encoding cost, lossless) until their segment is complete. A rerun reuses finished
+    segments and kept frames, so at most the frame in flight is rendered twice."""
+    from .video import concat_mp4, write_mp4
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n, k = len(cams), max(1, round(SEGMENT_S * spec.fps))
+    parts = []
+    for start in range(0, n, k):
+        idx = range(start, min(start + k, n))
+        part = folder / f"part-{idx[0] + 1:06d}-{idx[-1] + 1:06d}.mp4"
+        parts.append(part)
+        if part.is_file():  # renamed into place when complete
+            sink.skip(len(idx), f"{label} {idx[-1] + 1}/{n}")
             continue
-        frame = render(cam)
-        if path is not None:
-            buf = io.BytesIO()
-            Image.fromarray(frame).save(buf, format="PNG", compress_level=1)  # lossless, and cheap next to a frame
-            write_bytes_atomic(path, buf.getvalue())
-        yield frame
+
+        def frames(idx=idx):
+            for i in idx:
+                raw = folder / f"frame-{i + 1:06d}.npy"
+                frame = _load_frame(raw, (size[1], size[0], 3))
+                if frame is None:
+                    frame = render(cams[i])
+                    _save_frame(raw, frame)  # before the frame counts as done (on_frame below)
+                yield frame
+
+        counter = iter(idx)
+        write_mp4(part, frames(), size, spec.fps, spec.crf,
+                  on_frame=lambda counter=counter: sink.step(f"{label} {next(counter) + 1}/{n}"))
+        for i in idx:
+            (folder / f"frame-{i + 1:06d}.npy").unlink(missing_ok=True)
+    if sink.out_dir is not None:
+        sink.artifacts.append(Artifact(name, "video/mp4", concat_mp4(parts, sink.out_dir / name, spherical), None,
+                                       meta))
+    else:
+        data = concat_mp4(parts, folder / name, spherical).read_bytes()
+        sink.artifacts.append(Artifact(name, "video/mp4", None, data, meta))
+
+
+def checkpointed_frames(checkpoint_dir) -> int:
+    """How many finished frames ``checkpoint_dir`` holds (segments and kept frames, every video of the job)."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return 0
+    count = sum(1 for _ in folder.rglob("frame-*.npy"))
+    for p in folder.rglob("part-*.mp4"):
+        if m := _PART.match(p.name):
+            count += int(m[2]) - int(m[1]) + 1
+    return count
+
+
+def _load_frame(path: Path, shape) -> np.ndarray | None:
+    """A kept frame, or None when there is none or it is damaged (e.g. a node crashed before it reached the disk:
+    frames are not fsynced, for speed; a damaged one is simply rendered again)."""
+    try:
+        frame = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return frame if frame.shape == tuple(shape) and frame.dtype == np.uint8 else None
+
+
+def _save_frame(path: Path, frame: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(frame), allow_pickle=False)
+    os.replace(tmp, path)
 
 
 def panorama_for(spec: RenderSpec) -> Panorama:
