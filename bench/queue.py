@@ -7,9 +7,12 @@ time from a worker's death to its job running again. Same machine, same run.
 Reports (and writes to bench/out/queue.json):
 
 * **overhead**: the median wall time from ``Submit`` to ``done`` (polling ``GetOperation`` every 50 ms) of
-  ``ldm3d serve renderer --queue URL`` + one ``ldm3d worker --kinds render --render-output-dir D`` (so every frame
-  is also checkpointed as a PNG, as in production) vs ``ldm3d serve renderer`` rendering in-process; in % (target:
-  < 5 % for jobs over 5 s). Runs alternate (in-process, queued, …) so that drift of this shared machine hits both.
+  ``ldm3d serve renderer --queue URL`` + one ``ldm3d worker --kinds render --render-output-dir D`` (so the render
+  is checkpointed, segments and kept frames, as in production) vs ``ldm3d serve renderer`` rendering in-process; in
+  % (target: < 5 % for jobs over 5 s). Runs alternate (in-process, queued, …) so that drift of this shared machine
+  hits both. Wall time on a machine shared with other work swings by ±30 % from run to run, so the CPU time each
+  path spends is reported too (user + system seconds of every process involved, ffmpeg children included: the
+  in-process server; the front, the worker and redis-server), which other load disturbs far less.
 * **failover**: two workers; the one running a long render is SIGKILLed; the time until the other worker starts it
   again (the operation's ``attempts`` turns 2), and until its progress moves past where it was (it resumed from the
   checkpointed frames). Bounded by ``--heartbeat-timeout`` (default 15 s, the worker's default) × 4/3 plus a poll.
@@ -78,13 +81,21 @@ def panorama(w=512, h=256):
     return rgb, depth
 
 
-def run_job(target: str, size, seconds: float, fps: float) -> float:
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and of its children it waited for (ffmpeg)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def run_job(target: str, size, seconds: float, fps: float, pids: list[int]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of ``pids``) of one render job from Submit to done."""
     rgb, depth = panorama()
     with StudioClient(target, timeout=60) as c:
+        c0 = sum(cpu_s(p) for p in pids)
         t0 = time.perf_counter()
         name = c.submit_render(rgb, depth, path="orbit", seconds=seconds, fps=fps, size=size)
         c.wait_render(name, poll_s=0.05)
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, sum(cpu_s(p) for p in pids) - c0
 
 
 def main() -> None:
@@ -114,18 +125,26 @@ def main() -> None:
 
         # 1. overhead: alternate in-process and queued runs of the same job (one warm-up each)
         times = {"in-process": [], "queued": []}
+        cpus = {"in-process": [], "queued": []}
+        contenders = (("in-process", inproc_target, [inproc.pid]),
+                      ("queued", front_target, [front.pid, w1.pid, redis.proc.pid]))
         for i in range(args.repeats + 1):
-            for label, target in (("in-process", inproc_target), ("queued", front_target)):
-                t = run_job(target, size, args.seconds, args.fps)
+            for label, target, pids in contenders:
+                t, cpu = run_job(target, size, args.seconds, args.fps, pids)
                 if i:
                     times[label].append(t)
-                print(f"  {label:10s} run {i}{' (warm-up)' if not i else ''}: {t:.2f} s", flush=True)
+                    cpus[label].append(cpu)
+                print(f"  {label:10s} run {i}{' (warm-up)' if not i else ''}: {t:.2f} s wall, {cpu:.2f} s CPU "
+                      f"(load {os.getloadavg()[0]:.1f})", flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         best = {k: min(v) for k, v in times.items()}
+        cpu_med = {k: statistics.median(v) for k, v in cpus.items()}
         overhead = med["queued"] / med["in-process"] - 1
-        print(f"overhead: median {med['queued']:.2f} s queued vs {med['in-process']:.2f} s in-process "
+        cpu_overhead = cpu_med["queued"] / cpu_med["in-process"] - 1
+        print(f"overhead: median wall {med['queued']:.2f} s queued vs {med['in-process']:.2f} s in-process "
               f"({overhead * 100:+.1f} %; fastest {best['queued']:.2f} vs {best['in-process']:.2f} s, "
-              f"{(best['queued'] / best['in-process'] - 1) * 100:+.1f} %)")
+              f"{(best['queued'] / best['in-process'] - 1) * 100:+.1f} %); median CPU {cpu_med['queued']:.2f} vs "
+              f"{cpu_med['in-process']:.2f} s ({cpu_overhead * 100:+.1f} %)")
 
         # 2. failover: a second worker waits; the one running a long render is SIGKILLed
         w2, _ = start(worker_cmd, "ready", env, log)
@@ -156,9 +175,11 @@ def main() -> None:
             c.wait_render(name, poll_s=0.2)
         print(f"failover: worker killed at frame {at_kill}; job running again on the other worker after "
               f"{t_rerun:.1f} s, past frame {at_kill} after {t_progress:.1f} s "
-              f"(--heartbeat-timeout {args.heartbeat_timeout:g} s: bound {args.heartbeat_timeout * 4 / 3:.0f} s + poll)")
+              f"(--heartbeat-timeout {args.heartbeat_timeout:g} s: bound "
+              f"{args.heartbeat_timeout * 4 / 3:.0f} s + poll)")
         result = {"size": size, "seconds": args.seconds, "fps": args.fps, "frames": round(args.seconds * args.fps),
                   "repeats": args.repeats, "times_s": times, "median_s": med, "overhead": overhead,
+                  "cpu_s": cpus, "cpu_median_s": cpu_med, "cpu_overhead": cpu_overhead,
                   "failover_rerun_s": t_rerun, "failover_progress_s": t_progress, "killed_at_frame": at_kill,
                   "heartbeat_timeout_s": args.heartbeat_timeout, "load": os.getloadavg(), "threads": args.threads}
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

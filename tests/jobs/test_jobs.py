@@ -10,10 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
-import redis
 from conftest import ROOT, wait_for
 from servers_helpers import ProcessServer, ThreadServer, healthy
 

@@ -15,7 +15,11 @@ from __future__ import annotations
 import argparse
 import logging
 
-from ..servers.config import OPTIONS, _Opt, _positive_float, _positive_int
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..servers.config import OPTIONS, ServeConfig, _positive_float, _positive_int
 
 # options shared with `ldm3d serve` (declared once, in servers/config.py)
 SHARED = ("queue", "repository", "checkpoint", "runtime", "triton_url", "model_name", "intra_op_threads",
@@ -30,6 +34,18 @@ def _kinds(s: str) -> tuple[str, ...]:
     if not kinds or any(k not in KINDS for k in kinds):
         raise ValueError(f"use a comma-separated subset of {','.join(KINDS)}")
     return kinds
+
+
+@dataclass(frozen=True)
+class _Opt:
+    """A worker option: flag, environment variable, parser, default, help."""
+
+    flag: str
+    env: str
+    parse: Callable[[str], Any]
+    default: Any
+    help: str
+    choices: tuple | None = None
 
 
 WORKER_OPTIONS: dict[str, _Opt] = {
@@ -56,15 +72,14 @@ def register(sub) -> None:
     p = sub.add_parser("worker", help="run durable jobs from a Redis queue (`ldm3d serve --queue`)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name in SHARED:
-        _add(p, name, OPTIONS[name])
+        _add(p, name, OPTIONS[name], ServeConfig.__dataclass_fields__[name].default)
     for name, opt in WORKER_OPTIONS.items():
-        _add(p, name, opt)
+        _add(p, name, opt, opt.default)
     p.set_defaults(func=run)
 
 
-def _add(p, name: str, opt: _Opt) -> None:
-    default = "none" if opt.default is None else (",".join(opt.default) if isinstance(opt.default, tuple)
-                                                  else opt.default)
+def _add(p, name: str, opt, default) -> None:
+    default = "none" if default is None else ",".join(default) if isinstance(default, tuple) else default
     p.add_argument(opt.flag, dest=name, default=None, choices=opt.choices,
                    metavar=None if opt.choices else name.upper(), help=f"{opt.help} [env {opt.env}; default {default}]")
 
@@ -75,7 +90,6 @@ def config(args, env=None):
 
     from ..errors import InvalidArgument
     from ..jobs.worker import WorkerConfig
-    from ..servers.config import ServeConfig
 
     env = os.environ if env is None else env
     values = {}

@@ -36,6 +36,7 @@ TYPES = {
     "render": (renderer_pb2.RenderMetadata, renderer_pb2.RenderResult, "renders/"),
     "generate": (studio_pb2.GenerateMetadata, studio_pb2.GenerateResult, "operations/"),
 }
+_STATUS_FIELDS = ("meta", "done", "result", "error", "ttl_ms")  # what an Operation is built from (not the request)
 _DONE = (studio_pb2.OPERATION_STATE_SUCCEEDED, studio_pb2.OPERATION_STATE_FAILED,
          studio_pb2.OPERATION_STATE_CANCELLED)
 
@@ -124,13 +125,13 @@ class JobQueue:
             self.store.delete(name)  # not queued: no record that would stay QUEUED forever
             raise
         log.info("queued %s on %s", name, self.url)
-        return to_operation(name, kind, self.store.require(name))
+        return to_operation(name, kind, self.store.require(name, _STATUS_FIELDS))
 
     def _get(self, kind: str, name: str) -> operations_pb2.Operation:
         return to_operation(name, kind, self._record(kind, name))
 
     def _record(self, kind: str, name: str) -> dict[str, bytes]:
-        rec = self.store.require(name)
+        rec = self.store.require(name, _STATUS_FIELDS)
         if rec["kind"].decode() != kind:  # a render's name asked of the Studio, or the reverse: as in-process
             raise NotFound(f"name={name!r} is a {rec['kind'].decode()} operation: ask the service that took it "
                            f"({'PanoramaRenderer' if kind == 'generate' else 'Studio'})", field="name")

@@ -89,8 +89,13 @@ class OperationStore:
         raw = self.redis.hgetall(RECORD + name)
         return {k.decode(): v for k, v in raw.items()} if raw else None
 
-    def require(self, name: str) -> dict[str, bytes]:
-        rec = self.record(name)
+    def require(self, name: str, fields: tuple[str, ...] | None = None) -> dict[str, bytes]:
+        """The record (only ``fields`` if given: polling must not fetch the request's panorama every time)."""
+        if fields is None:
+            rec = self.record(name)
+        else:
+            values = self.redis.hmget(RECORD + name, ("kind", *fields))
+            rec = {k: v for k, v in zip(("kind", *fields), values) if v is not None} or None
         if rec is None or "kind" not in rec:
             raise NotFound(f"name={name!r}: no such operation (it never existed, or it finished longer ago than the "
                            "queue's --result-ttl)", field="name")
@@ -120,5 +125,9 @@ class OperationStore:
     def finish(self, name: str, meta: bytes, *, token: bytes | str = "", result: bytes | None = None,
                error: bytes | None = None, ttl_ms: int) -> int:
         """The completion guard (:data:`_FINISH`): 1 written, 0 already done, -1 leased by another, -2 gone."""
-        field, value = ("result", result) if result is not None else ("error", error) if error is not None else ("", b"")
+        field, value = ("", b"")
+        if result is not None:
+            field, value = "result", result
+        elif error is not None:
+            field, value = "error", error
         return int(self._finish(keys=[RECORD + name, LEASE + name], args=[token, meta, field, value, ttl_ms]))

@@ -201,24 +201,24 @@ class JobWorker:
                     self.stopping.set()
 
     def _job_leased(self, kind: str, name: str) -> None:
-        rec = _retry(lambda: self.store.record(name), name)
+        rec = self._retry(lambda: self.store.record(name), name)
         if rec is None or rec.get("done") == b"1":
             log.info("%s: %s, nothing to do", name, "finished" if rec else "no record (expired)")
             return
         lease = self.store.lease(name, self.cfg.heartbeat_timeout_s)
-        while not _retry(lambda: lease.acquire(blocking=False), name):
+        while not self._retry(lambda: lease.acquire(blocking=False), name):
             # a redelivered message while its first worker still runs it: wait for that worker, never run it twice
             if self.draining.is_set():
                 raise HandBack(f"{name}: draining while another worker holds it")
             time.sleep(1.0)
-            rec = _retry(lambda: self.store.record(name), name)
+            rec = self._retry(lambda: self.store.record(name), name)
             if rec is None or rec.get("done") == b"1":
                 log.info("%s: finished by another worker", name)
                 return
         keeper = _LeaseKeeper(lease, self.cfg.heartbeat_timeout_s)
         keeper.start()
         try:
-            rec = _retry(lambda: self.store.record(name), name)
+            rec = self._retry(lambda: self.store.record(name), name)
             if rec is None or rec.get("done") == b"1":
                 return
             self._execute(kind, name, rec, lease, keeper)
@@ -235,7 +235,7 @@ class JobWorker:
         meta = TYPES[kind][0].FromString(rec["meta"])
         meta.state = studio_pb2.OPERATION_STATE_RUNNING
         meta.update_time.CopyFrom(now())
-        attempt = _retry(lambda: self.store.started(name, meta.SerializeToString(), self.id), name)
+        attempt = self._retry(lambda: self.store.started(name, meta.SerializeToString(), self.id), name)
         log.info("%s: attempt %d on %s", name, attempt, self.id)
         t0 = time.perf_counter()
 
@@ -272,7 +272,7 @@ class JobWorker:
             log.info("%s: resuming from %d finished frames in %s", name, kept, ckpt)
             if hasattr(meta, "message"):
                 meta.message = f"resuming from {kept} finished frames"
-                _retry(lambda: self.store.update(name, meta.SerializeToString()), name)
+                self._retry(lambda: self.store.update(name, meta.SerializeToString()), name)
         ttl_ms = int(rec.get("ttl_ms", b"0")) or 86_400_000
         try:
             result = run(name, rec["request"], out_dir, progress, stop_asked)
@@ -281,7 +281,7 @@ class JobWorker:
             meta.update_time.CopyFrom(now())
             if hasattr(meta, "message"):
                 meta.message = f"handed back to the queue by a draining worker after {meta.message or 'start'}"
-            _retry(lambda: self.store.update(name, meta.SerializeToString()), name)
+            self._retry(lambda: self.store.update(name, meta.SerializeToString()), name)
             log.info("%s: handed back (%s)", name, meta.message if hasattr(meta, "message") else "")
             raise
         except _Lost:
@@ -312,12 +312,15 @@ class JobWorker:
     def _finish(self, name: str, meta, lease, ttl_ms: int, **outcome) -> None:
         meta.update_time.CopyFrom(now())
         token = lease.local.token or b""
-        code = _retry(lambda: self.store.finish(name, meta.SerializeToString(), token=token, ttl_ms=ttl_ms,
-                                                **outcome), name)
+        code = self._retry(lambda: self.store.finish(name, meta.SerializeToString(), token=token, ttl_ms=ttl_ms,
+                                                     **outcome), name)
         states = {1: "recorded", 0: "refused: already finished", -1: "refused: another worker holds it",
                   -2: "refused: the record expired"}
         log.log(logging.INFO if code == 1 else logging.WARNING, "%s: %s %s", name,
                 studio_pb2.OperationState.Name(meta.state), states[code])
+
+    def _retry(self, fn, name: str):
+        return _retry(fn, name, draining=self.draining)
 
     def _discard(self, out_dir: str | None, name: str) -> None:
         """A cancelled or failed job leaves nothing that looks finished (as in-process)."""
@@ -404,9 +407,15 @@ def _progress(done: int, total: int, elapsed_s: float):
     return tensors.progress(done, total, elapsed_s)
 
 
-def _retry(fn, name: str, every_s: float = 1.0):
+#: a draining worker that cannot reach Redis gives up after this long (its unacknowledged job is requeued once
+#: Redis is back, and resumes from its checkpoints): a SIGTERM must end the process within its grace period
+DRAIN_GIVE_UP_S = 30.0
+
+
+def _retry(fn, name: str, every_s: float = 1.0, draining: threading.Event | None = None):
     """``fn()``, retried while Redis is unreachable: a finished frame or result must not be lost to an outage."""
     warned = 0.0
+    drain_seen = None
     while True:
         try:
             return fn()
@@ -414,4 +423,8 @@ def _retry(fn, name: str, every_s: float = 1.0):
             if time.monotonic() - warned > 30:
                 log.warning("%s: Redis unreachable (%s): retrying every %.0f s", name, exc, every_s)
                 warned = time.monotonic()
+            if draining is not None and draining.is_set():
+                drain_seen = drain_seen or time.monotonic()
+                if time.monotonic() - drain_seen > DRAIN_GIVE_UP_S:
+                    raise
             time.sleep(every_s)
