@@ -1,12 +1,13 @@
 """Durable jobs: the queued path (Redis + Dramatiq + `ldm3d worker`) vs in-process for the same render job, and the
 time from a worker's death to its job running again. Same machine, same run.
 
-    .venv/bin/python bench/queue.py                                # 640x360 orbit, 4 s at 24 fps, 3 runs each
+    .venv/bin/python bench/queue.py                                # 480x270 orbit, 8 s at 24 fps, 3 runs each
     .venv/bin/python bench/queue.py --size 1280x720 --seconds 8 --repeats 5 --heartbeat-timeout 15
 
 Reports (and writes to bench/out/queue.json):
 
-* **overhead**: the median wall time from ``Submit`` to ``done`` (polling ``GetOperation`` every 50 ms) of
+* **overhead**: the median wall time from ``Submit`` to ``done`` (polling ``GetOperation`` every 0.2 s, the
+  client's default) of
   ``ldm3d serve renderer --queue URL`` + one ``ldm3d worker --kinds render --render-output-dir D`` (so the render
   is checkpointed, segments and kept frames, as in production) vs ``ldm3d serve renderer`` rendering in-process; in
   % (target: < 5 % for jobs over 5 s). Runs alternate (in-process, queued, …) so that drift of this shared machine
@@ -87,21 +88,21 @@ def cpu_s(pid: int) -> float:
     return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def run_job(target: str, size, seconds: float, fps: float, pids: list[int]) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of ``pids``) of one render job from Submit to done."""
+def run_job(target: str, size, seconds: float, fps: float, pids: list[int]) -> tuple[float, list[float]]:
+    """(wall seconds, CPU seconds of each of ``pids``) of one render job from Submit to done."""
     rgb, depth = panorama()
     with StudioClient(target, timeout=60) as c:
-        c0 = sum(cpu_s(p) for p in pids)
+        c0 = [cpu_s(p) for p in pids]
         t0 = time.perf_counter()
         name = c.submit_render(rgb, depth, path="orbit", seconds=seconds, fps=fps, size=size)
-        c.wait_render(name, poll_s=0.05)
-        return time.perf_counter() - t0, sum(cpu_s(p) for p in pids) - c0
+        c.wait_render(name, poll_s=0.2)
+        return time.perf_counter() - t0, [cpu_s(p) - c for p, c in zip(pids, c0)]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--size", default="640x360", help="frame size WxH")
-    ap.add_argument("--seconds", type=float, default=4.0)
+    ap.add_argument("--size", default="480x270", help="frame size WxH")
+    ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--fps", type=float, default=24.0)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
@@ -130,11 +131,14 @@ def main() -> None:
                       ("queued", front_target, [front.pid, w1.pid, redis.proc.pid]))
         for i in range(args.repeats + 1):
             for label, target, pids in contenders:
-                t, cpu = run_job(target, size, args.seconds, args.fps, pids)
+                t, per_process = run_job(target, size, args.seconds, args.fps, pids)
+                cpu = sum(per_process)
                 if i:
                     times[label].append(t)
                     cpus[label].append(cpu)
-                print(f"  {label:10s} run {i}{' (warm-up)' if not i else ''}: {t:.2f} s wall, {cpu:.2f} s CPU "
+                parts = "" if len(pids) == 1 else " = " + " + ".join(
+                    f"{c:.2f} {n}" for c, n in zip(per_process, ("front", "worker", "redis")))
+                print(f"  {label:10s} run {i}{' (warm-up)' if not i else ''}: {t:.2f} s wall, {cpu:.2f} s CPU{parts} "
                       f"(load {os.getloadavg()[0]:.1f})", flush=True)
         med = {k: statistics.median(v) for k, v in times.items()}
         best = {k: min(v) for k, v in times.items()}
@@ -152,7 +156,7 @@ def main() -> None:
         store = OperationStore(redis.url)
         rgb, depth = panorama()
         with StudioClient(front_target, timeout=60) as c:
-            name = c.submit_render(rgb, depth, path="orbit", seconds=max(args.seconds * 4, 20), fps=args.fps,
+            name = c.submit_render(rgb, depth, path="orbit", seconds=max(args.seconds * 3, 20), fps=args.fps,
                                    size=size)
 
             def meta():

@@ -19,8 +19,8 @@ class Stop(Exception):
 
 def test_an_interrupted_job_resumes_from_its_segments_and_frames(tmp_path, monkeypatch):
     rgb, depth = smooth_pano(64, 32)
-    # 30 frames at 6 fps: 2-second segments of 12 frames (1-12, 13-24, 25-30)
-    spec = RenderSpec(rgb=rgb, depth=depth, ods=True, path="orbit", seconds=5.0, fps=6, size=(64, 36))
+    # 30 frames at 3 fps: 4-second segments of 12 frames (1-12, 13-24, 25-30)
+    spec = RenderSpec(rgb=rgb, depth=depth, ods=True, path="orbit", seconds=10.0, fps=3, size=(64, 36))
     out, ckpt = tmp_path / "job", tmp_path / "job" / ".frames"
     rendered = []
     real = job.render_perspective
@@ -50,7 +50,7 @@ def test_an_interrupted_job_resumes_from_its_segments_and_frames(tmp_path, monke
     info = probe(out / "orbit.mp4")
     assert info["nb_frames"] == 30 and (info["width"], info["height"]) == (64, 36)
     # kept frames are lossless: exactly what the renderer made
-    cams = job.path_cameras("orbit", 30, 6, spec.radius, 75.0, None)
+    cams = job.path_cameras("orbit", 30, 3, spec.radius, 75.0, None)
     pano = job.panorama_for(spec)
     assert np.array_equal(frame14, real(pano, cams[13], (64, 36), job.MeshScene(pano), renderer="raycast"))
     # a third run reuses the finished video too; a damaged kept frame is rendered again, never trusted

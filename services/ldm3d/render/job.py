@@ -14,7 +14,7 @@ camera-move video → the 360 video → meshes. ``progress(done, total, message)
 Every file is written under a temporary name and renamed when complete.
 
 Resumable jobs (the durable queue's workers, :mod:`ldm3d.jobs`): with ``checkpoint_dir`` every video is encoded in
-2-second segments kept there, and the frames of the segment in progress are kept raw (:func:`_segmented_video`);
+segments of up to 4 seconds kept there, and the frames of the segment in progress are kept raw (:func:`_segmented_video`);
 a rerun of the same job reuses them instead of rendering them again, and artifacts already complete in
 ``out_dir`` (an earlier run's ``ods.png``, a finished MP4) are reused as they are. The caller removes
 ``checkpoint_dir`` when the job is done.
@@ -368,21 +368,25 @@ def render_job(
     return RenderResult(sink.artifacts, (pano.width, pano.height), pano.projection)
 
 
-#: a resumable video is encoded in segments of this many seconds (see :func:`_segmented_video`)
-SEGMENT_S = 2.0
+#: a resumable video is encoded in segments of this many seconds (see :func:`_segmented_video`), fewer when their
+#: raw frames would take more than SEGMENT_MAX_BYTES: each segment costs one ffmpeg start (~0.1 s of CPU), and the
+#: frames of the open one sit on disk uncompressed
+SEGMENT_S = 4.0
+SEGMENT_MAX_BYTES = 256 << 20
 _PART = re.compile(r"^part-(\d{6})-(\d{6})\.mp4$")
 
 
 def _segmented_video(sink: _Sink, name: str, cams, render, size, spec: RenderSpec, spherical, folder: Path,
                      label: str, meta: dict) -> None:
-    """A video that survives interruption: encoded in :data:`SEGMENT_S`-second MP4 segments (``part-A-B.mp4``,
-    frames A..B) joined without re-encoding at the end; the frames of the segment being encoded are kept raw
+    """A video that survives interruption: encoded in MP4 segments of :data:`SEGMENT_S` seconds at most
+    (``part-A-B.mp4``, frames A..B) joined without re-encoding at the end; the frames of the segment being encoded are kept raw
     (``frame-N.npy``: no encoding cost, lossless) until their segment is complete. A rerun reuses finished
     segments and kept frames, so at most the frame in flight is rendered twice."""
     from .video import concat_mp4, write_mp4
 
     folder.mkdir(parents=True, exist_ok=True)
-    n, k = len(cams), max(1, round(SEGMENT_S * spec.fps))
+    n = len(cams)
+    k = max(1, min(round(SEGMENT_S * spec.fps), SEGMENT_MAX_BYTES // (size[0] * size[1] * 3)))
     parts = []
     for start in range(0, n, k):
         idx = range(start, min(start + k, n))
