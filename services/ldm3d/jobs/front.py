@@ -138,7 +138,7 @@ class JobQueue:
         return rec
 
     def _cancel(self, kind: str, name: str) -> None:
-        from ..servers.status import status_proto
+        from ..wire.status import status_proto
 
         rec = self._record(kind, name)
         if rec.get("done") == b"1":

@@ -233,7 +233,7 @@ class JobWorker:
                 pass  # expired or Redis down: it times out by itself
 
     def _execute(self, kind: str, name: str, rec: dict[str, bytes], lease, keeper: _LeaseKeeper) -> None:
-        from ..servers.status import status_proto
+        from ..wire.status import status_proto
 
         meta = TYPES[kind][0].FromString(rec["meta"])
         meta.state = studio_pb2.OPERATION_STATE_RUNNING
@@ -343,15 +343,17 @@ class JobWorker:
 
     # -- the two kinds
     def _render(self, name: str, request: bytes, out_dir: str | None, progress, stop_asked):
+        from ..errors import LDM3DError, renamed
         from ..render import render_job
-        from ..servers.renderer import _with_proto_field
         from ..v1 import renderer_pb2
 
         r = renderer_pb2.RenderRequest.FromString(request)
-        spec = _with_proto_field(lambda: self.renderer._checked_spec(r))  # the same checks as Submit
-        result = _with_proto_field(lambda: render_job(
-            spec, out_dir, progress=progress, cancelled=stop_asked, limits=self.renderer.limits,
-            checkpoint_dir=self._checkpoint_dir(out_dir, name)))
+        spec, fields = self.renderer._checked_spec(r)  # the same checks as Submit, errors naming proto fields
+        try:
+            result = render_job(spec, out_dir, progress=progress, cancelled=stop_asked, limits=self.renderer.limits,
+                                checkpoint_dir=self._checkpoint_dir(out_dir, name))
+        except LDM3DError as exc:
+            raise renamed(exc, fields) from None
         return self.renderer._to_proto(r.request_id, result)
 
     def _start_generation(self) -> None:
@@ -405,7 +407,7 @@ class JobWorker:
 
 
 def _progress(done: int, total: int, elapsed_s: float):
-    from ..servers import tensors
+    from ..wire import tensors
 
     return tensors.progress(done, total, elapsed_s)
 
