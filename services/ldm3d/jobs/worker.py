@@ -201,7 +201,7 @@ class JobWorker:
                 self.finished += 1
                 self._last_activity = time.monotonic()
                 if self.cfg.max_jobs is not None and self.finished >= self.cfg.max_jobs:
-                    self.stopping.set()
+                    self.drain()  # a render fetched meanwhile goes back to the queue at its first frame
 
     def _job_leased(self, kind: str, name: str) -> None:
         rec = self._retry(lambda: self.store.record(name), name)
