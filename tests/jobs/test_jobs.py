@@ -237,3 +237,21 @@ def test_generation_through_the_queue_equals_in_process(queue_url, workers, expo
 def test_bad_flags_exit_2_naming_the_flag(args, flag):
     r = subprocess.run([sys.executable, "-m", "ldm3d", *args], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and flag in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+def test_scaled_job_pods_take_one_job_or_leave_when_idle(queue_url, workers):
+    """What the KEDA ScaledJob's pods run: `--max-jobs 1` ends after one job, `--idle-exit` when none is left."""
+    front = ThreadServer(service="renderer", queue=queue_url)
+    try:
+        with StudioClient(front.target, timeout=30) as c:
+            first, second = (_submit_orbit(c, size=(64, 36), frames=24) for _ in range(2))
+            one = workers(queue_url, "--kinds", "render", "--max-jobs", "1")
+            assert one.proc.wait(60) == 0
+            done = [c.get_render(n).done for n in (first, second)]
+            assert sorted(done) == [False, True], "exactly one job, then the pod ends"
+            idle = workers(queue_url, "--kinds", "render", "--idle-exit", "1")
+            for n in (first, second):
+                c.wait_render(n, poll_s=0.1, timeout=60)
+            assert idle.proc.wait(30) == 0
+    finally:
+        front.stop()
