@@ -45,7 +45,7 @@ import redis
 from dramatiq.middleware import TimeLimitExceeded
 from redis.exceptions import LockError
 
-from ..errors import Cancelled, DeadlineExceeded, InvalidArgument
+from ..errors import Cancelled, DeadlineExceeded, InvalidArgument, Unavailable
 from ..servers.config import ServeConfig
 from ..v1 import studio_pb2
 from . import KINDS
@@ -147,6 +147,7 @@ class JobWorker:
         """Consume until SIGTERM/SIGINT (drain), ``--max-jobs`` jobs or ``--idle-exit`` idle seconds."""
         # worker_timeout: an idle consumer polls Redis at least this often (ms); Dramatiq's 1 s default adds up to a
         # second before a queued job starts, 0.25 s costs an idle worker ~8 cheap Redis commands a second
+        self._wait_for_redis()
         worker = dramatiq.Worker(self.broker, queues=set(self.cfg.kinds), worker_threads=self.cfg.concurrency,
                                  worker_timeout=250)
         # fetch only as many messages as there are threads: a prefetched message would wait behind a long render
@@ -174,6 +175,21 @@ class JobWorker:
         log.info("stopping: running renders finish their current frame and go back to the queue")
         worker.stop(timeout=int(self.cfg.time_limit_s * 1000))
         self.close()
+
+    def _wait_for_redis(self, timeout_s: float = 30.0) -> None:
+        """Start only once Redis answers (it may still be starting beside us); after ``timeout_s`` fail clearly."""
+        end = time.monotonic() + timeout_s
+        while True:
+            try:
+                self.broker.client.ping()
+                return
+            except _REDIS_DOWN as exc:
+                if time.monotonic() > end:
+                    self.close()
+                    raise Unavailable(f"--queue {self.cfg.queue}: Redis did not answer for {timeout_s:g} s "
+                                      f"({exc.__class__.__name__}: {exc}): start it (scripts/redis.sh for development) "
+                                      "or fix the URL", field="--queue") from None
+                time.sleep(0.5)
 
     def _alive(self) -> None:
         if self.cfg.alive_file:
