@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, wait_for
+from jobs_helpers import ROOT, wait_for
 from servers_helpers import ProcessServer, ThreadServer, healthy
 
 from ldm3d.client import StudioClient
