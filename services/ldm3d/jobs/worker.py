@@ -398,7 +398,7 @@ class JobWorker:
         r = studio_pb2.GenerateRequest.FromString(request)
 
         async def run():
-            job = self.studio._prepare(r, "")  # the same validation and parameters as SubmitGenerate in-process
+            job = await self.studio._prepare(r, "")  # the same validation and parameters as SubmitGenerate in-process
             events = self.studio._run(*job, Call(r.request_id, time.monotonic() + self.cfg.time_limit_s))
             result = None
             try:
