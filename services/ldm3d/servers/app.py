@@ -97,7 +97,7 @@ class Server:
         if "depth-evaluator" in services and not self._forwarded("depth-evaluator"):
             depth_models = await asyncio.to_thread(load_depth_models, cfg)
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
-        stages = Stages(Admission(cfg.max_running, cfg.max_queued)) if needs_weights else None
+        stages = Stages(Admission(cfg.max_running, cfg.max_queued), cfg.max_batch) if needs_weights else None
         if stages is not None:
             self._cleanup.append(stages.close)
         add = {

@@ -90,8 +90,12 @@ OPTIONS: dict[str, _Opt] = {
                            "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)"),
     "grace_s": _Opt("--grace", "LDM3D_GRACE_S", _positive_float, 30.0,
                     "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled"),
-    "max_running": _Opt("--max-running", "LDM3D_MAX_RUNNING", _positive_int, 1,
-                        "sampling jobs run at once (each uses every CPU core or the GPU)"),
+    "max_running": _Opt("--max-running", "LDM3D_MAX_RUNNING", _positive_int, 8,
+                        "sampling requests in progress at once; they share each denoising step's U-Net call "
+                        "(at most --max-batch per call) instead of each using the cores alone"),
+    "max_batch": _Opt("--max-batch", "LDM3D_MAX_BATCH", _positive_int, 8,
+                      "most requests in one denoising step's U-Net call (the model's max_batch_size caps its rows "
+                      "too: a guided image is two rows); 1 steps one request at a time"),
     "max_queued": _Opt("--max-queued", "LDM3D_MAX_QUEUED", _non_negative_int, 32,
                        "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint"),
     "intra_op_threads": _Opt("--intra-op-threads", "LDM3D_INTRA_OP_THREADS", _positive_int, None,
@@ -156,7 +160,8 @@ class ServeConfig:
     metrics_port: int | None = 9464
     max_message_mb: int = 64
     grace_s: float = 30.0
-    max_running: int = 1
+    max_running: int = 8
+    max_batch: int = 8
     max_queued: int = 32
     intra_op_threads: int | None = None
     text_cache_size: int = 256

@@ -18,6 +18,10 @@ STEP_SECONDS = Histogram("ldm3d_sampler_step_seconds", "Time per denoising step"
 STEPS = Counter("ldm3d_sampler_steps", "Denoising steps run")
 QUEUE_DEPTH = Gauge("ldm3d_sampler_queue_depth", "Sampling jobs waiting for a slot")
 RUNNING = Gauge("ldm3d_sampler_running", "Sampling jobs running")
+BATCH_REQUESTS = Histogram("ldm3d_sampler_batch_requests", "Requests sharing one denoising step's U-Net call",
+                           buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64))
+UNET_CALL_SECONDS = Histogram("ldm3d_sampler_unet_call_seconds", "One batched U-Net call (all its chunks)",
+                              buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 REJECTED = Counter("ldm3d_sampler_rejected", "Sampling jobs refused by admission control (RESOURCE_EXHAUSTED)")
 MODEL_INFO = Gauge("ldm3d_model_info", "Model versions this process serves (value 1)",
                    ["model", "version", "runtime", "rgbd_channels"])

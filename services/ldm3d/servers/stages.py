@@ -1,9 +1,10 @@
 """The pipeline's three stages as async calls, shared by the stage servicers and the gateway's in-process path.
 
 Model work runs in worker threads so the event loop keeps streaming progress, answering health checks and
-accepting (or refusing) new calls. Sampling goes through :class:`~.admission.Admission`; when the awaiting call
-ends early (client cancel, deadline, shutdown) the loop is told to stop and stops within one step, and its
-admission slot is held until it has.
+accepting (or refusing) new calls. Sampling goes through :class:`~.admission.Admission` and then joins the
+process's one :class:`~ldm3d.pipeline.batching.StepBatcher`, where all running requests share each step's U-Net
+call; when the awaiting call ends early (client cancel, deadline, shutdown) its request is dropped before its next
+step without disturbing the others, and its admission slot is held until it has been.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import functools
 import threading
 import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..pipeline import EncodedText, GenerateParams
+from ..pipeline.batching import StepBatcher
 from .. import codec
 from . import metrics, tensors
 from .admission import Admission
@@ -41,10 +42,10 @@ class Sampled:
 
 
 class Stages:
-    def __init__(self, admission: Admission):
+    def __init__(self, admission: Admission, max_batch: int = 8):
         self.admission = admission
-        # sampling threads are bounded by admission; one more pool would only let jobs fight for cores
-        self._sampling = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="sampler")
+        # one loop for every running request: they share the U-Net calls instead of fighting for the cores
+        self.batcher = StepBatcher(max_batch, on_batch=_observe_batch)
 
     async def encode_text(self, served: ServedModel, prompts: list[str]) -> EncodedText:
         enc = await _in_thread(None, served.require_pipeline().text.encode, prompts)
@@ -86,8 +87,9 @@ class Stages:
                 last[0] = now
                 loop.call_soon_threadsafe(events.put_nowait, Step(step, total, elapsed))
 
-            job = _in_thread(self._sampling, sampler.sample, cond, uncond, params, on_step=on_step,
-                             should_stop=stop.is_set, init_latents=init_latents)
+            submitted = await _in_thread(None, self.batcher.submit, sampler, cond, uncond, params, on_step=on_step,
+                                         should_stop=stop.is_set, init_latents=init_latents)
+            job = asyncio.wrap_future(submitted)
             job.add_done_callback(lambda _: events.put_nowait(None))
             try:
                 while (event := await events.get()) is not None:
@@ -95,12 +97,19 @@ class Stages:
                 latents = job.result()
             finally:
                 if not job.done():
-                    stop.set()  # polled before every step: the thread ends within one step
+                    stop.set()  # polled before every step: the request leaves the batch at its next step
                     await asyncio.wait([job])
+                if job.done() and not job.cancelled():
+                    job.exception()  # a dropped request's Cancelled is expected: not "never retrieved"
         yield Sampled(latents, t_start - t_arrive, time.perf_counter() - t_start)
 
     def close(self) -> None:
-        self._sampling.shutdown(wait=False, cancel_futures=True)
+        self.batcher.close()
+
+
+def _observe_batch(requests: int, rows: int, seconds: float) -> None:
+    metrics.BATCH_REQUESTS.observe(requests)
+    metrics.UNET_CALL_SECONDS.observe(seconds)
 
 
 def _in_thread(pool, fn, *args, **kwargs) -> asyncio.Future:
