@@ -72,6 +72,7 @@ class Server:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.registry: ModelRegistry | None = None
+        self.stages: Stages | None = None  # the in-process stages (sampling admission and step batcher), if any
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._cleanup = []
@@ -99,6 +100,7 @@ class Server:
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
         stages = Stages(Admission(cfg.max_running, cfg.max_queued), cfg.max_batch) if needs_weights else None
         if stages is not None:
+            self.stages = stages
             self._cleanup.append(stages.close)
         add = {
             "text-encoder": lambda: text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(
