@@ -115,7 +115,7 @@ class Sampler:
         self.unet_version = spec.versions.get("unet")
 
     def max_batch_rows(self) -> int:
-        """The U-Net's ``max_batch_size`` (a Triton config limit: 8 for our U-Net, i.e. 4 images with guidance);
+        """The U-Net's ``max_batch_size`` (a Triton config limit: 16 for our U-Net, i.e. 8 images with guidance);
         0 when the runtime has none (torch). Read per call: a reloaded version may bring another config."""
         extra = self.runtime.metadata("unet", self.unet_version).extra or {}
         return int(extra.get("max_batch_size") or 0)
