@@ -90,6 +90,14 @@ class StepBatcher:
             self._cv.notify()
         return job.future
 
+    def sample(self, sampler: Sampler, cond: np.ndarray, uncond: np.ndarray | None, params: GenerateParams, *,
+               on_step: OnStep | None = None, should_stop: Callable[[], bool] | None = None,
+               init_latents: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`Sampler.sample`'s contract, batched: blocks the calling thread until this request is done (or
+        raises :class:`Cancelled` once ``should_stop`` said so)."""
+        return self.submit(sampler, cond, uncond, params, on_step=on_step, should_stop=should_stop,
+                           init_latents=init_latents).result()
+
     @property
     def running(self) -> int:
         with self._cv:
