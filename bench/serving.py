@@ -16,6 +16,8 @@ Reports (and writes to bench/out/serving.json):
   and latency p50/p99 per level; the ratio of each level's throughput to the 1-client one (targets: tiny 64², 16
   clients ≥ 3×; SD v1.4 256², 4 clients ≥ 1.3×). The sampler batches the running requests' U-Net calls step by step
   (``--max-running`` requests at once, ``--max-batch`` per call: the server's defaults unless given);
+* the servers' CPU seconds per request at each level (from /proc): the work a request costs, which the neighbours'
+  load on a shared machine disturbs far less than wall time;
 * the service path's overhead per request (``--overhead-repeats`` > 0): median latency through the gateway (client
   → Studio → TextEncoder ×2 → DiffusionSampler, streaming every step → RGBDAutoencoder → PNGs back) minus the
   in-process pipeline's median (``pipe(params)`` plus the PNG encoding the gateway also does), and per step.
@@ -57,6 +59,16 @@ def start(service: str, source: list[str], *extra: str) -> tuple[subprocess.Pope
     return proc, "127.0.0.1:" + line.split("listening on ")[1].split()[0].rsplit(":", 1)[1]
 
 
+def cpu_seconds(procs: list) -> float:
+    """User + system CPU seconds the server processes have used so far (from /proc: no extra dependency)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for p in procs:
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def percentile(values: list[float], q: float) -> float:
     import numpy as np
 
@@ -83,7 +95,7 @@ def prepare_model(args) -> tuple[list[str], str]:
     if args.repository:
         return ["--repository", args.repository], f"repository {args.repository} (embedded ONNX Runtime)"
     from ldm3d.models.tiny import make_tiny_model
-    from ldm3d.repository import ModelRepository, export_models
+    from ldm3d.repository import ModelRepository, export_checkpoint
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ldm3d-serving-")) / args.preset
     repo = work / "repository"
@@ -91,7 +103,7 @@ def prepare_model(args) -> tuple[list[str], str]:
         t0 = time.perf_counter()
         print(f"[{args.preset}] building random weights and exporting them to {repo} ...", flush=True)
         ckpt = make_tiny_model(work / "checkpoint", preset=args.preset)
-        export_models(ckpt, repo)
+        export_checkpoint(ckpt, repo)
         print(f"[{args.preset}] exported in {time.perf_counter() - t0:.0f} s", flush=True)
     args.repository = str(repo)  # the in-process contender loads the same repository
     return ["--repository", str(repo)], f"{args.preset} random weights, repository {repo} (embedded ONNX Runtime)"
@@ -183,21 +195,23 @@ def main() -> None:
 
             clients = [client.StudioClient(target, timeout=3600) for _ in range(n)]
             load = os.getloadavg()[0]
+            cpu0 = cpu_seconds(procs)
             t0 = time.perf_counter()
             with ThreadPoolExecutor(n) as pool:
                 list(pool.map(one, [clients[i % n] for i in range(total)]))
             wall = time.perf_counter() - t0
+            server_cpu = (cpu_seconds(procs) - cpu0) / total
             for c in clients:
                 c.close()
             rps = total / wall
             base = base or rps
             row = {"requests": total, "wall_s": wall, "req_per_s": rps, "vs_1_client": rps / base,
                    "p50_s": statistics.median(latencies), "p99_s": percentile(latencies, 99),
-                   "max_s": max(latencies), "load_avg_before": load}
+                   "max_s": max(latencies), "server_cpu_s_per_request": server_cpu, "load_avg_before": load}
             result["throughput"][n] = row
             print(f"{n:>2} concurrent clients: {rps:.2f} req/s = {rps / base:.2f}x the first level "
                   f"({total} requests in {wall:.1f} s; latency p50 {row['p50_s']:.2f} s, p99 {row['p99_s']:.2f} s; "
-                  f"load average {load:.2f})", flush=True)
+                  f"server CPU {server_cpu:.2f} s per request; load average {load:.2f})", flush=True)
         levels = result["throughput"]
         if len(levels) > 1:
             first, last = min(levels), max(levels)
