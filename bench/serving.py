@@ -95,7 +95,8 @@ def prepare_model(args) -> tuple[list[str], str]:
     if args.repository:
         return ["--repository", args.repository], f"repository {args.repository} (embedded ONNX Runtime)"
     from ldm3d.models.tiny import make_tiny_model
-    from ldm3d.repository import ModelRepository, export_checkpoint
+    from ldm3d.export import export_checkpoint
+    from ldm3d.repository import ModelRepository
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="ldm3d-serving-")) / args.preset
     repo = work / "repository"

@@ -17,7 +17,8 @@ from servers_helpers import ProcessServer, ThreadServer, healthy
 from ldm3d import client
 from ldm3d.errors import DeadlineExceeded
 from ldm3d.pipeline import GenerateParams, LDM3DPipeline
-from ldm3d.v1 import studio_pb2, studio_pb2_grpc
+from ldm3d.v1 import studio_pb2_grpc
+from ldm3d.wire.generate import to_request
 
 # two latent shapes (two groups taking turns), guided and unguided rows in one call, four schedulers, 2 images
 MIXED = [
@@ -102,7 +103,7 @@ def test_generate_batch_equals_each_alone(batching, alone):
 
 def _stream(target, p: GenerateParams, timeout: float):
     ch = grpc.insecure_channel(target)
-    return ch, studio_pb2_grpc.StudioStub(ch).Generate(client.to_request(p), timeout=timeout)
+    return ch, studio_pb2_grpc.StudioStub(ch).Generate(to_request(p), timeout=timeout)
 
 
 def test_cancelling_one_request_leaves_the_rest_of_its_batch(batching, alone):

@@ -16,6 +16,15 @@ from .manifest import MANIFEST, FileProblem, check_files, read_manifest
 
 CONFIG = "config.pbtxt"
 MODEL_FILE = "model.onnx"
+# checkpoint files stored with each version (checkpoint path → name in the version folder), so that a repository
+# alone rebuilds the PipelineSpec: written by ldm3d.export, read by ldm3d.pipeline.spec.spec_from_repository
+ASSETS = {
+    "text_encoder": {"tokenizer": "tokenizer", "text_encoder/config.json": "text_encoder_config.json"},
+    "unet": {"unet/config.json": "unet_config.json", "scheduler/scheduler_config.json": "scheduler_config.json",
+             "model_index.json": "model_index.json"},
+    "vae_decoder": {"vae/config.json": "vae_config.json"},
+    "vae_encoder": {"vae/config.json": "vae_config.json"},
+}
 
 
 @dataclass(frozen=True)
