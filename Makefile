@@ -6,12 +6,12 @@ BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip --disable-pip-version-check
 DEMO    := demo
 PROMPT  ?= a cozy wooden cabin in a snowy pine forest at dusk
-APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl
+APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl chromium
 
 .PHONY: help venv system-deps triton demo test test-all bench protos clean
 
 help:
-	@echo "make demo      set up .venv/ and run text -> RGBD -> 360 render on a tiny offline model"
+	@echo "make demo      set up .venv/ and run text -> RGBD -> 360 (ldm3d pano) on a tiny offline model; then ldm3d view"
 	@echo "make test      run the test suite (what CI runs)"
 	@echo "make triton    install a CPU tritonserver under .triton/ (for --runtime triton and its tests)"
 	@echo "make bench     run the benchmarks (bench/*.py); see bench/README.md"
@@ -29,11 +29,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps open-clip-torch==3.3.0
 	touch $@
 
-# ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata). Installed only if missing.
+# ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata), chromium (the viewer's browser tests,
+# headless with software WebGL; playwright drives it, no browser download). Installed only if missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	ldconfig -p | grep -q libusb-1.0 || missing="$$missing libusb-1.0-0"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \

@@ -1,6 +1,6 @@
 """``ldm3d export`` and ``ldm3d models``: write and manage a Triton model repository.
 
-    ldm3d export --model demo/tiny --repository demo/repository [--version N] [--fp16]
+    ldm3d export --model demo/tiny --repository demo/repository [--version N] [--fp16] [--seamless]
     ldm3d models list    --repository demo/repository
     ldm3d models show    --repository demo/repository --model unet [--version N]
     ldm3d models verify  --repository demo/repository [--model unet] [--version N]
@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--fused-attention", action="store_true",
                    help="export U-Net attention as ONNX Runtime's MultiHeadAttention contrib op (onnxruntime "
                         "backends only; TensorRT's ONNX parser / trtexec cannot read it)")
+    p.add_argument("--seamless", action="store_true",
+                   help="bake seamless 360 padding into the U-Net and VAE (circular along x, zeros along y; "
+                        "exported as Slice + Concat) so every panorama wraps; recorded in the manifests")
     p.add_argument("--models", default="text_encoder,unet,vae_decoder,vae_encoder",
                    help="comma-separated subset of text_encoder,unet,vae_decoder,vae_encoder")
     p.set_defaults(func=_export)
@@ -53,7 +56,7 @@ def _export(args) -> int:
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     results = export_checkpoint(args.model, args.repository, version=args.version, models=models, fp16=args.fp16,
                                 opset=args.opset, tolerance=args.tolerance,
-                                fused_attention=args.fused_attention)
+                                fused_attention=args.fused_attention, seamless=args.seamless)
     for r in results:
         print(f"{r.model:<13} version {r.version}  error {r.max_error:.2e}  {r.seconds:5.1f} s  {r.path}")
     return 0
@@ -101,8 +104,11 @@ def _show(repo, models, args) -> int:
     out = {}
     for m in models:
         v = args.version if args.version is not None else repo.current_version(m)
+        manifest = repo.manifest(m, v)
         out[m] = {"version": v, "current": v == repo.current_version(m) if repo.served_versions(m) else False,
-                  "config": str(repo.model_dir(m) / "config.pbtxt"), "manifest": repo.manifest(m, v)}
+                  "config": str(repo.model_dir(m) / "config.pbtxt"),
+                  # the flag `ldm3d export --seamless` baked in (U-Net and VAE; not applicable to the others)
+                  "seamless": manifest.get("export", {}).get("seamless"), "manifest": manifest}
     print(json.dumps(out, indent=2))  # a manifest is JSON: shown as such, --json or not
     return 0
 
