@@ -23,6 +23,7 @@ not depend on the batch size (ONNX Runtime on CPU: bit-exact in our tests; see d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,6 +34,7 @@ from concurrent.futures import Future
 import numpy as np
 
 from ..errors import Cancelled, Unavailable
+from ..models.seamless import seamless_padding
 from .params import GenerateParams
 from .sampler import Denoising, OnStep, Sampler
 
@@ -50,8 +52,9 @@ class _Job:
 
     @property
     def key(self) -> tuple:
-        # one U-Net call needs one model (the sampler holds the runtime and the U-Net version) and one latent shape
-        return id(self.sampler), self.sampler.unet_version, self.state.latent_shape
+        # one U-Net call needs one model (the sampler holds the runtime and the U-Net version), one latent shape and
+        # one padding mode (the torch runtime pads circularly per call for seamless panoramas)
+        return id(self.sampler), self.sampler.unet_version, self.state.latent_shape, self.state.params.seamless
 
 
 class StepBatcher:
@@ -163,8 +166,10 @@ class StepBatcher:
             samples.append(x)
             timesteps.append(np.full((len(x),), t, dtype=np.float32))
         t0 = time.perf_counter()
-        out = live[0].sampler.unet(np.concatenate(samples), np.concatenate(timesteps),
-                                   np.concatenate([j.state.embeds for j in live]))
+        seamless = live[0].state.params.seamless  # resolved: as the request asked (None only if never resolved)
+        with seamless_padding(seamless) if seamless is not None else contextlib.nullcontext():
+            out = live[0].sampler.unet(np.concatenate(samples), np.concatenate(timesteps),
+                                       np.concatenate([j.state.embeds for j in live]))
         if self.on_batch is not None:
             self.on_batch(len(live), len(out), time.perf_counter() - t0)
         row = 0
