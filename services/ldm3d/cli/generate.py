@@ -31,7 +31,7 @@ def register(sub) -> None:
     src.add_argument("--runtime", choices=("torch", "embedded", "triton"),
                      help="torch for --model; embedded (default) or triton for --repository")
     src.add_argument("--triton-url", metavar="HOST:PORT", help="Triton gRPC endpoint for --runtime triton")
-    src.add_argument("--version", type=int, metavar="N", help="model version in the repository (default: the latest)")
+    src.add_argument("--version", type=int, metavar="N", help="release of the repository (`ldm3d models releases`; default: the current one)")
     g = p.add_argument_group("generation")
     g.add_argument("--prompt", required=True, help="what to generate")
     g.add_argument("--negative-prompt", default="", metavar="TEXT", help="what to steer away from")

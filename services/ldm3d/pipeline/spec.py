@@ -47,6 +47,7 @@ class PipelineSpec:
     text_hidden_size: int  # 768 for SD v1.x
     checkpoint_hash: str = ""  # sha256 over the config + weight files' contents (short form in metadata)
     versions: dict = field(default_factory=dict)  # model name → version (repository runtimes)
+    release: int | None = None  # the release those versions make (repository runtimes; 0 = unreleased mix)
     # seamless (circular x) padding: None = chosen per request (torch runtime); True/False = baked into the ONNX
     # graphs by `ldm3d export [--seamless]` (repository runtimes), recorded in the versions' manifests
     seamless: bool | None = None
@@ -101,7 +102,7 @@ class PipelineSpec:
     @classmethod
     def from_configs(cls, *, source: str, tokenizer_dir: Path, scheduler_config: dict, unet: dict, vae: dict,
                      text: dict, tokenizer: dict, checkpoint_hash: str = "", versions: dict | None = None,
-                     where: str = "", seamless: bool | None = None) -> PipelineSpec:
+                     release: int | None = None, where: str = "", seamless: bool | None = None) -> PipelineSpec:
         """The one builder: a spec from a checkpoint's ``unet``, ``vae``, ``text_encoder`` and tokenizer configs."""
         if vae.get("out_channels") not in (4, 6):
             raise InvalidArgument(
@@ -121,6 +122,7 @@ class PipelineSpec:
             text_hidden_size=int(text["hidden_size"]),
             checkpoint_hash=checkpoint_hash,
             versions=dict(versions or {}),
+            release=release,
             seamless=seamless,
         )
 
@@ -128,14 +130,22 @@ class PipelineSpec:
 def spec_from_repository(repository: str | Path, version: int | None = None) -> PipelineSpec:
     """Rebuild the :class:`PipelineSpec` from the checkpoint files stored with a model repository's versions.
 
-    ``version=None`` takes each model's current version; a number takes that version of all four models.
-    ``spec.versions`` maps each model to the version the runtime must be asked for.
+    ``version`` is a release number (:mod:`ldm3d.repository.releases`; in a repository that records none, release
+    N = version N of every model); ``None`` takes the current release. ``spec.versions`` maps each model to the
+    version the runtime must be asked for, ``spec.release`` names the release.
     """
+    from ..repository.releases import read_releases
+
+    rel = read_releases(repository)
+    return spec_for_release(repository, rel.current_release() if version is None else rel.get(version))
+
+
+def spec_for_release(repository: str | Path, release) -> PipelineSpec:
+    """The :class:`PipelineSpec` of one :class:`~ldm3d.repository.releases.Release` of ``repository``."""
     from ..repository.layout import ASSETS, ModelRepository
-    from ..runtime.base import DIFFUSION_MODELS
 
     repo = ModelRepository(repository)
-    versions = {m: repo.resolve(m, version) for m in DIFFUSION_MODELS if m in repo.models()}
+    versions = dict(release.models)
     for needed in ("text_encoder", "unet", "vae_decoder"):
         if needed not in versions:
             raise NotFound(f"repository={str(repository)!r} has no {needed!r} model (export a checkpoint into it "
@@ -167,6 +177,7 @@ def spec_from_repository(repository: str | Path, version: int | None = None) -> 
         tokenizer=_json(tok_cfg) if tok_cfg.is_file() else {},
         checkpoint_hash=repo.manifest("unet", versions["unet"]).get("source", {}).get("sha256", ""),
         versions=versions,
+        release=release.number,
         seamless=seamless["unet"],
     )
 

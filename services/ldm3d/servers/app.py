@@ -128,6 +128,8 @@ class Server:
         self._server = server
         for n in ("", *names):
             await self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
+        if self.registry is not None:
+            self.registry.start_watching()  # live roll-outs: converge on releases.json every --reload-interval
         if cfg.metrics_port is not None:
             self.metrics_port = metrics.serve(cfg.metrics_port, cfg.host)
         log.info("serving %s on %s:%d (metrics: %s)", ", ".join(services), cfg.host, self.port,

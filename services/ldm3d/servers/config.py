@@ -69,6 +69,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _non_negative_float(s: str) -> float:
+    v = float(s)
+    if not v >= 0:
+        raise ValueError("use a number >= 0 (0: off)")
+    return v
+
+
 def _metrics_port(s: str) -> int | None:
     if s.strip().lower() in ("off", "none", "-1"):
         return None
@@ -92,6 +99,10 @@ class ServeConfig:
     repository: str | None = _option(str, None, "Triton model repository (`ldm3d export`), run by --runtime")
     runtime: str = _option(str, "embedded", "runtime for --repository", choices=("embedded", "triton"))
     triton_url: str | None = _option(_target, None, "Triton gRPC endpoint for --runtime triton")
+    reload_interval_s: float = _option(_non_negative_float, 5.0,
+        "seconds between checks of the repository's releases.json: a publish, promote, canary or rollback is loaded "
+        "beside the serving release, switched to and the old drained, without a restart (0: never reload)",
+        flag="--reload-interval")
     model_name: str | None = _option(str, None,
         "the name clients use (default: the checkpoint folder's name, or 'ldm3d' for a repository)")
     host: str = _option(str, "0.0.0.0", "address to listen on")

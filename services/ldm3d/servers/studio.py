@@ -39,7 +39,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
 
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
         rid = request.request_id
-        job = self._prepare(request, "")
+        job = await self._prepare(request, "")
         async for event in self._run(*job, self._call(rid, context)):
             if isinstance(event, Step):
                 yield pb.GenerateResponse(request_id=rid, progress=tensors.progress(event.step, event.total,
@@ -52,7 +52,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             raise invalid("requests", f"<{len(request.requests)} requests>", f"send 1 to {MAX_BATCH}")
         for item in request.requests:
             item.request_id = item.request_id or new_request_id()
-        jobs = [self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
+        jobs = [await self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
         deadline = self._call("", context).deadline
         # items in flight sample together (the sampler batches their U-Net calls step by step) and overlap one
         # item's text encoding and decoding with the others' sampling; more than the sampler runs at once would
@@ -75,15 +75,19 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         return pb.GenerateBatchResponse(results=results)
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:
+        route = self.registry.route
         d = self.registry.default()
         spec = d.spec
+        releases = [pb.ReleaseInfo(version=r["version"], model_versions=r["models"], state=r["state"],
+                                   detail=r["detail"], created=r["created"]) for r in self.registry.releases()]
         return pb.ListModelsResponse(models=[pb.ModelInfo(
             name=d.name, versions=self.registry.versions(), default_version=d.version, source=spec.source,
             rgbd_channels=spec.rgbd_channels, default_height=spec.default_height, default_width=spec.default_width,
-            default_scheduler=spec.scheduler_name, is_default=True)])
+            default_scheduler=spec.scheduler_name, is_default=True, canary_version=route.canary or "",
+            canary_percent=route.percent if route.canary else 0, releases=releases)])
 
     async def SubmitGenerate(self, request: pb.GenerateRequest, context) -> operations_pb2.Operation:
-        job = self._prepare(request, "")  # bad input fails the submit call itself, not the operation
+        job = await self._prepare(request, "")  # bad input fails the submit call itself, not the operation
         call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
         return self.operations.start(request.request_id, self._run(*job, call))
 
@@ -99,10 +103,11 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         left = context.time_remaining()
         return Call(rid, time.monotonic() + (self.default_timeout_s if left is None else left))
 
-    def _prepare(self, request: pb.GenerateRequest, prefix: str):
+    async def _prepare(self, request: pb.GenerateRequest, prefix: str):
         """Validate everything before any work: the served model and the resolved parameters."""
         try:
-            served = self.registry.get(request.model, request.version)
+            # the release is resolved here, once (canary draw included), and named explicitly to every stage
+            served = await self.registry.resolve(request.model, request.version, request.request_id)
             init_rgb = init_depth = None
             if request.HasField("init_image"):
                 init_rgb, init_depth = read_rgbd(request.init_image, "init_image", served.spec.vae_scale_factor)
@@ -116,6 +121,12 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         return served, p, raw
 
     async def _run(self, served: ServedModel, p, raw: bool, call: Call) -> AsyncIterator[Step | pb.GenerateResult]:
+        with self.registry.lease(served):  # the release stays loaded (here) until the result is out
+            async for event in self._stages(served, p, raw, call):
+                yield event
+
+    async def _stages(self, served: ServedModel, p, raw: bool, call: Call
+                      ) -> AsyncIterator[Step | pb.GenerateResult]:
         down = self.downstream
         t0 = time.perf_counter()
         # 1. encode the prompt and, for classifier-free guidance, the negative prompt (separately, as in-process)
@@ -142,6 +153,8 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         meta = generation_metadata(served.spec, served.runtime_kind, p, cond.token_counts[0], cond.truncated_tokens[0],
                                    {"encode_s": t1 - t0, "sample_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0})
         meta["model"]["name"], meta["model"]["version"] = served.name, served.version
+        if served.release is not None:
+            meta["model"]["release"] = served.release.number
         yield pb.GenerateResult(
             request_id=call.request_id, images=images, seed=p.seed, model=served.name, model_version=served.version,
             metadata_json=json.dumps(meta), timings=common_pb2.Timings(
