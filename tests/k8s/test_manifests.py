@@ -302,7 +302,9 @@ def test_embedded_component():
                 if cfg.repository:
                     assert cfg.runtime == "embedded" and cfg.triton_url is None, f"{target}: {name}"
     sampler = objects("embedded-split", "Deployment")["ldm3d-sampler"]["spec"]["template"]["spec"]["containers"][0]
-    assert serve_config("embedded-split", sampler).max_running == 1, "one in-process job already uses every core"
+    cfg = serve_config("embedded-split", sampler)
+    # running requests share one step-batching loop; beyond one U-Net call's batch they would only take turns
+    assert cfg.max_running <= cfg.max_batch, "on CPU, requests beyond one call's batch should queue in admission"
 
 
 def test_triton_component():

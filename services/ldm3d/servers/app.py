@@ -73,6 +73,7 @@ class Server:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.registry: ModelRegistry | None = None
+        self.stages: Stages | None = None  # the in-process stages (sampling admission and step batcher), if any
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._cleanup = []
@@ -100,8 +101,9 @@ class Server:
             depth_models = await asyncio.to_thread(load_depth_models, cfg)
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
         admission = Admission(cfg.max_running, cfg.max_queued, metrics=metrics.SAMPLER_ADMISSION)
-        stages = Stages(admission) if needs_weights else None
+        stages = Stages(admission, cfg.max_batch) if needs_weights else None
         if stages is not None:
+            self.stages = stages
             self._cleanup.append(stages.close)
         add = {
             "text-encoder": lambda: text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(

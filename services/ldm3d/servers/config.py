@@ -129,9 +129,14 @@ class ServeConfig:
         "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)")
     grace_s: float = _option(_positive_float, 30.0,
         "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled", flag="--grace")
-    max_running: int = _option(_positive_int, 1, "sampling jobs run at once (each uses every CPU core or the GPU)")
+    max_running: int = _option(_positive_int, 8,
+        "sampling requests in progress at once; they share each denoising step's U-Net call (at most --max-batch per "
+        "call) instead of each using the cores alone")
+    max_batch: int = _option(_positive_int, 8,
+        "most requests in one denoising step's U-Net call (the model's max_batch_size caps its rows too: a guided "
+        "image is two rows); 1 steps one request at a time")
     max_queued: int = _option(_non_negative_int, 32,
-        "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
+        "sampling requests that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
     intra_op_threads: int | None = _option(_positive_int, None,
         "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else one per core of the node;"
         " in a container set it to the CPU limit)")

@@ -28,7 +28,7 @@ from .operations import Operations
 from .stages import Sampled, Step
 
 MAX_BATCH = 16
-BATCH_IN_FLIGHT = 2
+BATCH_IN_FLIGHT = 8  # the sampler's default --max-running: items in flight share its U-Net calls step by step
 
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
@@ -55,8 +55,9 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             item.request_id = item.request_id or new_request_id()
         jobs = [await self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
         deadline = self._call("", context).deadline
-        # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would
-        # only fill the sampler's admission queue (and be refused) on behalf of a single call
+        # items in flight sample together (the sampler batches their U-Net calls step by step) and overlap one
+        # item's text encoding and decoding with the others' sampling; more than the sampler runs at once would
+        # only fill its admission queue (and be refused) on behalf of a single call
         slots = asyncio.Semaphore(BATCH_IN_FLIGHT)
 
         async def one(job, item):
