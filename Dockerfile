@@ -27,7 +27,7 @@ COPY services ./services
 # Non-editable: the image carries the built package, not the source tree. The `triton` extra holds the Triton
 # runtime's client (components/triton). open-clip-torch only for the CLIP BPE file it ships (`ldm3d
 # make-tiny-model`): open_clip itself is never imported, and its dependencies would pull torchvision.
-RUN pip install -c constraints.txt ".[serve,render,triton]" \
+RUN pip install -c constraints.txt ".[serve,render,triton,jobs]" \
  && pip install --no-deps open-clip-torch==3.3.0 \
  && ldm3d serve --help >/dev/null
 

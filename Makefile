@@ -6,7 +6,7 @@ BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip --disable-pip-version-check
 DEMO    := demo
 PROMPT  ?= a cozy wooden cabin in a snowy pine forest at dusk
-APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl chromium
+APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl chromium redis-server
 
 .PHONY: help venv system-deps triton demo test test-all bench protos clean
 
@@ -30,12 +30,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata), chromium (the viewer's browser tests,
-# headless with software WebGL; playwright drives it, no browser download). Installed only if missing.
+# headless with software WebGL; playwright drives it, no browser download), redis-server (durable jobs: the tests
+# start their own on a free port; scripts/redis.sh for development). Installed only if missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ldconfig -p | grep -q libusb-1.0 || missing="$$missing libusb-1.0-0"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
@@ -60,6 +62,7 @@ bench: venv system-deps
 	$(BIN)/python bench/runtime.py --preset tiny
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/queue.py
 
 protos: venv
 	$(BIN)/python scripts/gen_protos.py

@@ -99,6 +99,22 @@ def _target(s: str) -> str:
     return s
 
 
+def _redis_url(s: str) -> str:
+    from urllib.parse import urlparse
+
+    u = urlparse(s)
+    if u.scheme not in ("redis", "rediss") or not u.hostname:
+        raise ValueError("use redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0")
+    try:
+        u.port  # noqa: B018 - parses the port
+    except ValueError:
+        raise ValueError("the port must be a number: redis://HOST:PORT/DB") from None
+    db = u.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the database must be a number, not {db!r}: redis://HOST:PORT/0")
+    return s
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything one serving process needs: each field is one option (flag, variable, meaning: ``--help``)."""
@@ -123,9 +139,14 @@ class ServeConfig:
         "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)")
     grace_s: float = _option(_positive_float, 30.0,
         "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled", flag="--grace")
-    max_running: int = _option(_positive_int, 1, "sampling jobs run at once (each uses every CPU core or the GPU)")
+    max_running: int = _option(_positive_int, 8,
+        "sampling requests in progress at once; they share each denoising step's U-Net call (at most --max-batch per "
+        "call) instead of each using the cores alone")
+    max_batch: int = _option(_positive_int, 8,
+        "most requests in one denoising step's U-Net call (the model's max_batch_size caps its rows too: a guided "
+        "image is two rows); 1 steps one request at a time")
     max_queued: int = _option(_non_negative_int, 32,
-        "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
+        "sampling requests that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
     intra_op_threads: int | None = _option(_positive_int, None,
         "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else one per core of the node;"
         " in a container set it to the CPU limit)")
@@ -189,6 +210,11 @@ class ServeConfig:
         "gateway: file holding the API key it sends to the --...-url services")
     operation_ttl_s: float = _option(_positive_float, 3600.0,
         "seconds a finished operation stays readable before it may be forgotten", flag="--operation-ttl")
+    queue: str | None = _option(_redis_url, None,
+        "durable jobs: Redis URL (redis://HOST:PORT/DB) that SubmitGenerate and PanoramaRenderer.Submit enqueue to; "
+        "`ldm3d worker --queue` runs them (default: none, jobs run in this process)")
+    result_ttl_s: float = _option(_positive_float, 86400.0,
+        "durable jobs: seconds a finished operation (state, result, error) stays in Redis", flag="--result-ttl")
     log_format: str = _option(str, "text", "log lines as text or JSON", choices=("text", "json"))
 
     def __post_init__(self):
@@ -230,6 +256,9 @@ class ServeConfig:
         if self.health_port and self.health_port == self.port:
             raise InvalidArgument(f"--health-port {self.health_port} is the gRPC --port: choose another",
                                   field="--health-port")
+        if self.queue and self.service not in ("all", "gateway", "renderer"):
+            raise InvalidArgument("--queue makes SubmitGenerate and PanoramaRenderer.Submit durable: use it with "
+                                  "`ldm3d serve all|gateway|renderer`", field="--queue")
 
     @property
     def runtime_options(self) -> dict:

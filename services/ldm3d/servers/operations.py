@@ -3,7 +3,8 @@
 Kept in this process's memory, ``max_operations`` at most. An accepted operation is never dropped before it is done
 and ``ttl_s`` has passed (so a client that was just given a name can always read the outcome); only then, and
 only when the store is full, is it forgotten, oldest first. A full store refuses new operations at submit time
-(RESOURCE_EXHAUSTED with a retry hint) instead of evicting. A durable queue belongs to the jobs' issue, not here.
+(RESOURCE_EXHAUSTED with a retry hint) instead of evicting. With ``--queue`` the servicers use :mod:`ldm3d.jobs`
+instead: records in Redis, jobs run by ``ldm3d worker``s.
 """
 
 from __future__ import annotations

@@ -62,10 +62,11 @@ _MESH_BYTES_PER_VERTEX = 24
 
 
 class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
-    def __init__(self, cfg: ServeConfig):
+    def __init__(self, cfg: ServeConfig, queue=None):
         self.cfg, self.limits = cfg, cfg.render_limits
         self.image_limits = tensors.ImageLimits(max_pixels=cfg.render_max_input_pixels,
                                                 flag="--render-max-input-pixels")
+        self.queue = queue  # a jobs.front.JobQueue (--queue): operations live in Redis, `ldm3d worker`s run them
         self.output_root = Path(cfg.render_output_dir).resolve() if cfg.render_output_dir else None
         self.operations = RenderOperations(cfg.max_operations, cfg.operation_ttl_s)
         self.admission = Admission(cfg.render_max_running, cfg.render_max_queued, what="the renderer")
@@ -76,6 +77,8 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             self._clean_staging()
 
     async def Submit(self, request: pb.RenderRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self._enqueue(request)
         # counted before anything is decoded (or refused when busy), so that concurrent submits cannot all decode
         # large panoramas at once; the job gives the ticket back when it ends, a refused submit at once
         ticket = self.admission.admit()
@@ -93,11 +96,33 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             raise
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self.queue.get("render", request.name)
         return self.operations.get(request.name)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context) -> empty_pb2.Empty:
-        await self.operations.cancel(request.name)
+        if self.queue is not None:
+            await self.queue.cancel("render", request.name)
+        else:
+            await self.operations.cancel(request.name)
         return empty_pb2.Empty()
+
+    async def _enqueue(self, request: pb.RenderRequest) -> operations_pb2.Operation:
+        """--queue: the same checks as in-process, then the job goes to Redis for `ldm3d worker --kinds render`."""
+        await asyncio.to_thread(self._checked_spec, request)
+        out_dir = None
+        if (folders := self._job_folder(request)) is not None:
+            # a worker writes the files (ldm3d.jobs resumes or cleans a killed job's folder): no staging here
+            staging, out_dir = folders
+            self._reserved.discard(out_dir)
+            staging.rmdir()
+            out_dir.mkdir(parents=True)
+        try:
+            return await self.queue.submit("render", request.request_id, request, str(out_dir or ""))
+        except BaseException:
+            if out_dir is not None:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
 
     async def close(self) -> None:
         await self.operations.close()
@@ -202,19 +227,35 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
         return staging, final
 
     def _clean_staging(self) -> None:
-        """Remove what killed jobs left: this host's staging folders (a restarted process), and anyone's older
-        than a day (a pod that never came back)."""
+        """Remove what killed jobs left: staging folders of this host's processes that no longer run (a restarted
+        process), and anyone's older than a day (a pod that never came back)."""
         root = self.output_root / STAGING
         if not root.is_dir():
             return
         now = time.time()
         for d in root.iterdir():
             try:
-                stale = d.name.startswith(f"{self._host}-") or now - d.stat().st_mtime > _STALE_STAGING_S
+                stale = _dead_here(d.name, self._host) or now - d.stat().st_mtime > _STALE_STAGING_S
             except OSError:
                 continue
             if stale:
                 shutil.rmtree(d, ignore_errors=True)
+
+
+def _dead_here(name: str, host: str) -> bool:
+    """Whether staging folder ``name`` (``<host>-<pid>-<id>``) belongs to a process of this host that has ended."""
+    if not name.startswith(f"{host}-"):
+        return False
+    pid = name[len(host) + 1:].split("-", 1)[0]
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # alive, owned by someone else
+        return False
+    return int(pid) == os.getpid()  # alive: another live process's job (or our own folder from a past run)
 
 
 def _moved(result, staging: Path, final: Path):

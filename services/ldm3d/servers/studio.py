@@ -37,17 +37,18 @@ from .stages import Sampled, Step
 
 MAX_BATCH = 16
 RESULT_MARGIN = 1 << 20  # the result's other fields (metadata, timings) around the images
-BATCH_IN_FLIGHT = 2
+BATCH_IN_FLIGHT = 8  # the sampler's default --max-running: items in flight share its U-Net calls step by step
 
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
     def __init__(self, registry: ModelRegistry, downstream: RemoteStages, default_timeout_s: float,
                  max_operations: int, gate: Gate | None = None, operation_ttl_s: float = 3600.0,
-                 max_message_bytes: int = 64 << 20):
+                 max_message_bytes: int = 64 << 20, queue=None):
         self.registry, self.downstream, self.default_timeout_s = registry, downstream, default_timeout_s
         self.max_message_bytes = max_message_bytes
         self.operations = Operations(max_operations, operation_ttl_s)
         self.gate = gate or Gate(33, "generations", "--max-running + --max-queued")
+        self.queue = queue  # a jobs.front.JobQueue (--queue): operations live in Redis, workers run them
 
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
         rid = request.request_id
@@ -66,7 +67,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         for item in request.requests:
             item.request_id = safe_request_id(item.request_id) if item.request_id else new_request_id()
         # the items in flight at once hold tickets for the whole call: refused at the door, or never half-way
-        ticket = self.gate.take(min(len(request.requests), BATCH_IN_FLIGHT))
+        ticket = self.gate.take(min(len(request.requests), BATCH_IN_FLIGHT, self.gate.limit))
         try:
             return await self._batch(request, context)
         finally:
@@ -81,8 +82,9 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
                 f"{self.max_message_bytes / 2**20:.0f} MiB message limit (--max-message-mb): ask for "
                 "IMAGE_ENCODING_PNG or send fewer requests per batch", field="requests")
         deadline = self._call("", context).deadline
-        # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would
-        # only fill the sampler's admission queue (and be refused) on behalf of a single call
+        # items in flight sample together (the sampler batches their U-Net calls step by step) and overlap one
+        # item's text encoding and decoding with the others' sampling; more than the sampler runs at once would
+        # only fill its admission queue (and be refused) on behalf of a single call
         slots = asyncio.Semaphore(BATCH_IN_FLIGHT)
 
         async def one(job, item):
@@ -113,10 +115,14 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             canary_percent=route.percent if route.canary else 0, releases=releases)])
 
     async def SubmitGenerate(self, request: pb.GenerateRequest, context) -> operations_pb2.Operation:
-        self.operations.check_room()  # a full store refuses now, not after decoding the init image
+        if self.queue is None:
+            self.operations.check_room()  # a full store refuses now, not after decoding the init image
         ticket = self.gate.take()
         try:
             job = await self._prepare(request, "")  # bad input fails the submit call itself, not the operation
+            if self.queue is not None:  # durable: a worker runs it; this process only checked it
+                ticket.release()
+                return await self.queue.submit("generate", request.request_id, request)
             call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
             return self.operations.start(request.request_id, self._run(*job, call, patient=True),
                                          on_done=ticket.release)
@@ -125,10 +131,15 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             raise
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self.queue.get("generate", request.name)
         return self.operations.get(request.name)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context) -> empty_pb2.Empty:
-        await self.operations.cancel(request.name)
+        if self.queue is not None:
+            await self.queue.cancel("generate", request.name)
+        else:
+            await self.operations.cancel(request.name)
         return empty_pb2.Empty()
 
     # -- the generation itself
