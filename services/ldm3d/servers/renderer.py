@@ -116,6 +116,7 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             staging, out_dir = folders
             self._reserved.discard(out_dir)
             staging.rmdir()
+            _tidy(staging.parent)
             out_dir.mkdir(parents=True)
         try:
             return await self.queue.submit("render", request.request_id, request, str(out_dir or ""))
@@ -187,6 +188,7 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
                 self._reserved.discard(out_dir[1])
                 if not ok:
                     shutil.rmtree(out_dir[0], ignore_errors=True)
+                _tidy(out_dir[0].parent)
 
     def _to_proto(self, request_id: str, result) -> pb.RenderResult:
         size = sum(len(a.data) for a in result.artifacts if a.data is not None)
@@ -240,6 +242,15 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
                 continue
             if stale:
                 shutil.rmtree(d, ignore_errors=True)
+        _tidy(root)
+
+
+def _tidy(staging_root: Path) -> None:
+    """Remove the staging root when no job uses it (the output folder then holds only finished jobs)."""
+    try:
+        staging_root.rmdir()
+    except OSError:  # in use by another job (or already gone)
+        pass
 
 
 def _dead_here(name: str, host: str) -> bool:
