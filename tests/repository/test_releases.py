@@ -180,3 +180,25 @@ def test_canary_assignment_is_sticky_and_matches_the_percentage(repository):
     assert all(more.pick(i).number == 2 for i, p in zip(ids, picks) if p == 2)  # raising P flips nobody back
     assert rel.pick("x", version=1).number == 1 and rel.pick("x", version=2).number == 2
     assert 0 <= canary_point("a") < 100 and canary_point("a") == canary_point("a")
+
+
+def test_recorded_releases_decide_what_the_release_models_serve(repository):
+    from ldm3d.repository import spec_from_repository
+
+    copy_version(repository, "unet", 2)  # `latest` policy alone would serve unet 2 at once
+    add_release(repository, {"text_encoder": 1, "unet": 2, "vae_decoder": 1, "vae_encoder": 1}, {})
+    repo = ModelRepository(repository)
+    assert repo.current_version("unet") == 1 and repo.resolve("unet", 1) == 1 and repo.served_versions("unet") == [1, 2]
+    spec = spec_from_repository(repository)
+    assert spec.release == 1 and spec.versions["unet"] == 1
+    assert spec_from_repository(repository, 2).versions == {"text_encoder": 1, "unet": 2, "vae_decoder": 1,
+                                                            "vae_encoder": 1}
+    with pytest.raises(NotFound, match="release 5 does not exist"):
+        spec_from_repository(repository, 5)
+    promote(repository, 2)
+    assert repo.current_version("unet") == 2 and spec_from_repository(repository).release == 2
+    with pytest.raises(FailedPrecondition, match="model 'unet' version 2 is served by release 2"):
+        repo.remove("unet", 2)
+    promote(repository, 1)
+    repo.remove("unet", 2)
+    assert repo.versions("unet") == [1]

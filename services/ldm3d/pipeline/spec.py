@@ -46,6 +46,7 @@ class PipelineSpec:
     text_hidden_size: int  # 768 for SD v1.x
     checkpoint_hash: str = ""  # sha256 over the config + weight files' contents (short form in metadata)
     versions: dict = field(default_factory=dict)  # model name → version (repository runtimes)
+    release: int | None = None  # the release those versions make (repository runtimes; 0 = unreleased mix)
 
     @property
     def default_height(self) -> int:

@@ -416,13 +416,17 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, version: i
 def spec_from_repository(repository: str | Path, version: int | None = None):
     """Rebuild the :class:`~ldm3d.pipeline.spec.PipelineSpec` from the assets stored with the versions.
 
-    ``version=None`` takes each model's current version; a number takes that version of all four models.
-    ``spec.versions`` maps each model to the version the runtime must be asked for.
+    ``version`` is a release number (:mod:`ldm3d.repository.releases`; in a repository that records none, release
+    N = version N of every model); ``None`` takes the current release. ``spec.versions`` maps each model to the
+    version the runtime must be asked for, ``spec.release`` names the release.
     """
     from ..pipeline.spec import PipelineSpec
+    from .releases import read_releases
 
     repo = ModelRepository(repository)
-    versions = {m: repo.resolve(m, version) for m in DIFFUSION_MODELS if m in repo.models()}
+    rel = read_releases(repo)
+    release = rel.current_release() if version is None else rel.get(version)
+    versions = dict(release.models)
     for needed in ("text_encoder", "unet", "vae_decoder"):
         if needed not in versions:
             raise NotFound(f"repository={str(repository)!r} has no {needed!r} model (export a checkpoint into it "
@@ -457,4 +461,5 @@ def spec_from_repository(repository: str | Path, version: int | None = None):
         text_hidden_size=int(text["hidden_size"]),
         checkpoint_hash=manifest.get("source", {}).get("sha256", ""),
         versions=versions,
+        release=release.number,
     )

@@ -2,6 +2,8 @@
 
 "Current" follows Triton: the highest version that the config's ``version_policy`` serves. ``promote`` pins a
 version (``specific { versions: [N] }``); ``remove`` deletes a version that the policy does not pin.
+Once the repository records releases (``releases.json``, :mod:`ldm3d.repository.releases`), the release models'
+current version is the current release's, and every version a release names is servable whatever the policy says.
 """
 
 from __future__ import annotations
@@ -59,11 +61,34 @@ class ModelRepository:
         d = self.model_dir(model)
         return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
 
+    def _recorded_releases(self):
+        """``releases.json``'s reading when the repository records releases, else ``None`` (policy decides)."""
+        from .releases import RELEASE_MODELS, RELEASES, read_releases
+
+        if not (self.root / RELEASES).is_file():
+            return None, RELEASE_MODELS
+        return read_releases(self), RELEASE_MODELS
+
     def served_versions(self, model: str) -> list[int]:
-        return self.config(model).served_versions(self.versions(model))
+        on_disk = self.versions(model)
+        served = self.config(model).served_versions(on_disk)
+        rel, release_models = self._recorded_releases()
+        if rel is not None and model in release_models:
+            named = {r.models.get(model) for r in rel.releases.values()}
+            served = sorted(set(served) | (named & set(on_disk)))
+        return served
 
     def current_version(self, model: str) -> int:
-        served = self.served_versions(model)
+        rel, release_models = self._recorded_releases()
+        if rel is not None and model in release_models:
+            models = rel.current_release().models
+            if model in models:
+                return models[model]
+        return self.policy_current_version(model)
+
+    def policy_current_version(self, model: str) -> int:
+        """The highest version the model's own ``version_policy`` serves (releases aside)."""
+        served = self.config(model).served_versions(self.versions(model))
         if not served:
             on_disk = self.versions(model)
             raise NotFound(f"model {model!r} has no servable version in {self.root / model} (on disk: "
@@ -90,7 +115,7 @@ class ModelRepository:
 
     def info(self, model: str) -> list[VersionInfo]:
         served = self.served_versions(model)
-        current = served[-1] if served else None
+        current = self.current_version(model) if served else None
         return [VersionInfo(model, v, self.version_dir(model, v), v in served, v == current)
                 for v in self.versions(model)]
 
@@ -158,6 +183,13 @@ class ModelRepository:
         d = self.version_dir(model, version)
         if not d.is_dir():
             raise NotFound(f"model {model!r} version {version}: {d} does not exist", field="version")
+        rel, release_models = self._recorded_releases()
+        if rel is not None and model in release_models:
+            serving = [r.number for r in rel.serving() if r.models.get(model) == version]
+            if serving:
+                raise FailedPrecondition(f"model {model!r} version {version} is served by release {serving[0]} "
+                                         f"(current or canary in {self.root / 'releases.json'}): promote another "
+                                         "release first")
         policy = self.config(model).version_policy
         if "specific" in policy and version in [int(v) for v in policy["specific"].get("versions", [])]:
             raise FailedPrecondition(f"model {model!r} version {version} is pinned by version_policy in "

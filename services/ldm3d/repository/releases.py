@@ -238,7 +238,7 @@ def _policy_currents(repo: ModelRepository) -> dict[str, int]:
     out = {}
     for m in release_models(repo):
         with contextlib.suppress(NotFound):
-            out[m] = repo.current_version(m)
+            out[m] = repo.policy_current_version(m)
     return out
 
 
@@ -261,7 +261,7 @@ def _implicit(repo: ModelRepository) -> Releases:
         # The models' own current versions differ: typically a newly published model version that no release
         # names yet (``latest`` already points at it). The current release is the newest one that every pinned
         # (``specific``) policy allows; models following ``latest`` accept any.
-        pinned = {m: set(repo.served_versions(m)) for m in models
+        pinned = {m: set(repo.config(m).served_versions(repo.versions(m))) for m in models
                   if "specific" in repo.config(m).version_policy}
         allowed = [n for n in releases if all(n in served for served in pinned.values())]
         current = max(allowed) if allowed else None
