@@ -245,13 +245,15 @@ def export_models(
     checkpoint: str | Path | None = None,
     checkpoint_hash: str = "",
     fused_attention: bool = False,
+    source_extra: dict | None = None,
 ) -> list[ExportResult]:
     """Export in-memory fp32 modules (``text_encoder``, ``unet``, ``vae``) into ``repository`` as ``version``.
 
     ``checkpoint`` (a diffusers folder) adds the config/tokenizer assets that :func:`spec_from_repository` reads.
     ``fused_attention`` exports U-Net attention as ONNX Runtime's ``MultiHeadAttention`` contrib op (tiled kernels on
     CUDA; on this CPU it saved only ~3 % of a 512² step's CPU time). The default keeps standard ONNX ops, which every
-    backend, TensorRT's ONNX parser included, reads.
+    backend, TensorRT's ONNX parser included, reads. ``source_extra`` is merged into each manifest's ``source``
+    (``ldm3d-train publish`` records the training run there).
     Raises ``InvalidArgument`` when the version exists, ``FailedPrecondition`` when a graph misses ``tolerance``.
     """
     root = Path(repository)
@@ -268,7 +270,8 @@ def export_models(
             raise InvalidArgument(f"version={version} is invalid: {root / model / str(version)} exists already (pick "
                                   f"another --version, or `ldm3d models remove` it first)", field="version")
     graphs = _graphs(modules)
-    source = {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules", "sha256": checkpoint_hash}
+    source = {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules", "sha256": checkpoint_hash,
+              **(source_extra or {})}
     results = []
     for model in models:
         mult = _latent_multiple(model, modules)
