@@ -246,8 +246,9 @@ class Preparer:
 
 # --------------------------------------------------------------------------------------------- the command
 def is_val(k: int, fraction: float) -> bool:
-    """The ``k``-th accepted sample goes to val: an exact ``fraction`` of any prefix, and the first sample when > 0."""
-    return math.ceil((k + 1) * fraction) > math.ceil(k * fraction)
+    """The ``k``-th accepted sample (from 0) goes to val when it raises ``round(n · fraction)`` (half up) of the
+    prefix: any prefix of n samples holds the nearest whole number of val samples, deterministically and resumably."""
+    return math.floor((k + 1) * fraction + 0.5) > math.floor(k * fraction + 0.5)
 
 
 def prepare(input_path: str | Path, out: str | Path, resolution: int, depth_model: str = "Intel/dpt-large",
@@ -365,7 +366,7 @@ def prepare(input_path: str | Path, out: str | Path, resolution: int, depth_mode
         "resolution": resolution,
         "counts": {"input": state["counts"]["input"], **counts, "skipped": len(state["skipped"])},
         "split": {"val_fraction": val_fraction, "rule": "the k-th accepted sample is val when "
-                                                        "ceil((k+1)·f) > ceil(k·f)"},
+                                                        "floor((k+1)·f + 1/2) > floor(k·f + 1/2)"},
         "depth": {"provided": state["counts"]["provided"], "estimated": state["counts"]["estimated"],
                   "model": depth_model if state["counts"]["estimated"] else None,
                   "estimation": "DPT at 384x384 (squashed), bicubic back, per-image 16-bit, larger = nearer"},

@@ -124,7 +124,8 @@ class Trainer:
                 step += 1
                 dt = time.perf_counter() - t0
                 if step % cfg.log_every == 0 or step == cfg.steps:
-                    row = {"step": step, **{k: float(v) for k, v in metrics.items()}, "lr": stage.lr(),
+                    metrics = self._mean_over_ranks(metrics)
+                    row = {"step": step, **metrics, "lr": stage.lr(),
                            "samples_per_s": global_batch / dt, "world_size": dist.world_size,
                            "epoch": position.epoch}
                     self.last_metrics = row
@@ -143,12 +144,25 @@ class Trainer:
                 bar.close()
         if cfg.validate_every >= 0 and (not self.last_validation or self.last_validation.get("step") != step):
             self._validate(step)
+        replicas = self._replica_check()
         if dist.is_main:
-            self._write_final(step)
+            self._write_final(step, replicas)
         dist.barrier()
         return {"step": step, "metrics": self.last_metrics, "validation": self.last_validation}
 
     # ------------------------------------------------------------------ pieces
+    def _mean_over_ranks(self, metrics: dict) -> dict:
+        """Logged values are the mean over all processes (each saw its own share of the batch)."""
+        names = sorted(metrics)
+        values = torch.tensor([float(metrics[k]) for k in names], dtype=torch.float64)
+        if self.dist.distributed:
+            import torch.distributed as td
+
+            values = values.to(self.dist.device)
+            td.all_reduce(values)
+            values = values.cpu() / self.dist.world_size
+        return dict(zip(names, values.tolist()))
+
     def _truncate_metrics(self, step: int) -> None:
         """Drop lines past the resumed step (a run killed after its last checkpoint logged steps it will redo)."""
         if not self.metrics_path.is_file():
@@ -182,7 +196,23 @@ class Trainer:
                 f.write(json.dumps(self.last_validation) + "\n")
         self.dist.barrier()
 
-    def _write_final(self, step: int) -> None:
+    def _replica_check(self) -> dict:
+        """Every rank's sha256 of the trained weights: DDP keeps them identical, and a run whose replicas drifted
+        (a non-deterministic kernel, a rank that skipped a step) must not be published as if they had not."""
+        h = hashlib.sha256()
+        for name, m in self.stage.modules().items():
+            for k, v in sorted(m.state_dict().items()):
+                if k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                    continue  # BatchNorm statistics are per rank by design (DDP broadcasts them at each forward)
+                h.update(f"{name}.{k}".encode())
+                h.update(v.detach().float().cpu().numpy().tobytes())
+        digests = self.dist.all_gather_object(h.hexdigest())
+        if len(set(digests)) != 1:
+            raise FailedPrecondition(f"the {len(digests)} processes ended with different weights ({digests}); the "
+                                     "run is not consistent and final/ was not written")
+        return {"world_size": len(digests), "identical": True, "sha256": digests[0]}
+
+    def _write_final(self, step: int, replicas: dict) -> None:
         final = self.run / "final"
         tmp = self.run / ".final.tmp"
         import shutil
@@ -199,6 +229,7 @@ class Trainer:
             "last_metrics": self.last_metrics,
             "validation": self.last_validation,
             "world_size": self.dist.world_size,
+            "replicas": replicas,
             "code_revision": code_revision(),
             "torch": torch.__version__,
             **self.stage.final_info(),
