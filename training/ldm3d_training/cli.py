@@ -88,6 +88,7 @@ def _train(args) -> int:
 
     cfg = STAGES[args.stage].from_sources(args)
     dist = distributed.setup(cfg.device)
+    _seed_everything(cfg.seed)
     try:
         if args.stage == "autoencoder":
             from .autoencoder import AutoencoderStage as Stage
@@ -101,6 +102,19 @@ def _train(args) -> int:
     finally:
         dist.close()
     return 0
+
+
+def _seed_everything(seed: int) -> None:
+    """Same seed on every rank: module construction (e.g. the discriminator) must be identical everywhere and in
+    every process of a resumed run; per-step draws use their own generators (trainer.step_generator)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _publish(args) -> int:

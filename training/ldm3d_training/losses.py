@@ -147,6 +147,9 @@ class NLayerDiscriminator(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 m.weight.data = torch.randn(m.weight.shape, generator=generator) * 0.02
+                if m.bias is not None:  # taming keeps torch's default bias init: uniform(±1/sqrt(fan_in))
+                    bound = 1.0 / (m.in_channels * 16) ** 0.5
+                    m.bias.data = (torch.rand(m.bias.shape, generator=generator) * 2 - 1) * bound
             elif isinstance(m, nn.BatchNorm2d):
                 m.weight.data = 1.0 + torch.randn(m.weight.shape, generator=generator) * 0.02
                 m.bias.data.zero_()
