@@ -85,12 +85,12 @@ def test_unet_overfits_a_fixed_batch(tiny_model, prepared, tmp_path):
 @pytest.mark.parametrize("stage, extra", [
     ("unet", ["--ema", "--snr-gamma", "5"]),
     # the discriminator and its optimizer in play (LPIPS is left out here only to keep the test short)
-    ("autoencoder", ["--perceptual-weight", "0", "--disc-start", "2"]),
+    ("autoencoder", ["--perceptual-weight", "0", "--disc-start", "0"]),
 ])
 def test_resume_is_bit_identical(tiny_model, prepared, tmp_path, stage, extra):
     common = ["--model", tiny_model, "--data", prepared, "--batch-size", 1, "--lr", "1e-3", "--no-progress",
               "--validate-every", "-1", "--checkpoint-every", 3, *extra]
-    n = 6 if stage == "unet" else 4
+    n = 6 if stage == "unet" else 2  # 3 + 3 == 6 for the U-Net; 1 + 1 == 2 for the autoencoder and its GAN
     assert train_cli(stage, *common, "--out", tmp_path / "straight", "--steps", n) == 0
     assert train_cli(stage, *common, "--out", tmp_path / "split", "--steps", n // 2, "--checkpoint-every", n // 2) == 0
     assert train_cli(stage, *common, "--out", tmp_path / "split", "--steps", n, "--resume") == 0
@@ -123,7 +123,7 @@ def test_torchrun_two_processes_end_with_identical_parameters(tiny_model, prepar
     (["--device", "hpu"], "--device hpu"),
     (["--lr", "0"], "--lr"),
     (["--perceptual-weight", "1"], "--lpips-vgg"),
-    (["--lpips-vgg", "/nonexistent.pth"], "--lpips-vgg"),
+    (["--perceptual-weight", "1", "--lpips-vgg", "/nonexistent.pth"], "--lpips-vgg"),
     (["--config", "CONFIG"], "unknown option"),
     (["--model", "/nonexistent-ckpt"], "--model"),
 ])
@@ -139,8 +139,11 @@ def test_bad_training_input_exits_2_with_one_line(tiny_model, prepared, tmp_path
 
 
 def test_an_existing_run_needs_resume_and_the_same_settings(tiny_model, prepared, tmp_path, capsys):
+    from ldm3d_training.config import UNetConfig
+
     common = ["--model", tiny_model, "--data", prepared, "--out", tmp_path / "r", "--batch-size", 1, *FAST]
-    assert train_cli("unet", *common, "--steps", 1) == 0
+    (tmp_path / "r").mkdir()
+    UNetConfig(model=str(tiny_model), data=str(prepared), out=str(tmp_path / "r"), batch_size=1).save(tmp_path / "r")
     assert train_cli("unet", *common, "--steps", 2) == 2
     assert "--resume" in capsys.readouterr().err
     assert train_cli("unet", *common, "--steps", 2, "--resume", "--seed", 7) == 2

@@ -86,7 +86,10 @@ def _train(args) -> int:
     from . import distributed
     from .trainer import Trainer
 
+    from .trainer import check_run_folder
+
     cfg = STAGES[args.stage].from_sources(args)
+    check_run_folder(cfg, args.resume)  # fail fast, before loading models
     dist = distributed.setup(cfg.device)
     _seed_everything(cfg.seed)
     try:

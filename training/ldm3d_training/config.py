@@ -151,9 +151,6 @@ class AutoencoderConfig(TrainConfig):
 
     stage: typing.ClassVar[str] = "autoencoder"
 
-    def __post_init__(self):
-        pass
-
     def validate(self) -> None:
         super().validate()
         if self.depth_channels not in (1, 3):
@@ -161,14 +158,13 @@ class AutoencoderConfig(TrainConfig):
                                   "(4-channel RGBD)", field="depth_channels")
         if self.kl_weight < 0 or self.perceptual_weight < 0 or self.disc_weight < 0:
             raise InvalidArgument("--kl-weight, --perceptual-weight and --disc-weight must be >= 0", field="kl_weight")
-        if self.perceptual_weight > 0 and not self.lpips_random:
-            if not self.lpips_vgg:
-                raise InvalidArgument(
-                    "--lpips-vgg is required for the perceptual loss: give torchvision's VGG16 weights file "
-                    "(vgg16-397923af.pth, see training/README.md), or --perceptual-weight 0, or --lpips-random "
-                    "(tests only)", field="lpips_vgg")
-            if not Path(self.lpips_vgg).is_file():
-                raise NotFound(f"--lpips-vgg={self.lpips_vgg!r}: no such file", field="lpips_vgg")
+        if self.lpips_vgg and not Path(self.lpips_vgg).is_file():
+            raise NotFound(f"--lpips-vgg={self.lpips_vgg!r}: no such file", field="lpips_vgg")
+        if self.perceptual_weight > 0 and not self.lpips_random and not self.lpips_vgg:
+            raise InvalidArgument(
+                "--lpips-vgg is required for the perceptual loss: give torchvision's VGG16 weights file "
+                "(vgg16-397923af.pth, see training/README.md), or --perceptual-weight 0, or --lpips-random "
+                "(tests only)", field="lpips_vgg")
 
 
 @dataclass

@@ -53,6 +53,30 @@ def sha256_file(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def check_run_folder(cfg: TrainConfig, resume: bool) -> Path | None:
+    """Check ``--out`` against ``--resume`` before any model is loaded; return the checkpoint to resume from."""
+    run = Path(cfg.out)
+    saved = run / "config.json"
+    if resume:
+        found = ckpt.checkpoints(run)
+        if not saved.is_file():
+            raise FailedPrecondition(f"--resume: {run} holds no run (no config.json); drop --resume to "
+                                     "start one")
+        old = json.loads(saved.read_text())
+        for k in ("stage", "model", "data", "batch_size", "seed", "lr", "vae"):
+            if k in old and old[k] != cfg.to_dict().get(k):
+                raise InvalidArgument(f"--resume: --{k.replace('_', '-')}={cfg.to_dict().get(k)!r} differs from "
+                                      f"the run's {old[k]!r} ({saved}); resume with the same value",
+                                      field=k)
+        if not found:
+            log.warning("--resume: no checkpoint in %s yet; starting from step 0", run)
+        return found[-1] if found else None
+    if saved.is_file() or ckpt.checkpoints(run):
+        raise FailedPrecondition(f"--out={str(run)!r} already holds a run: add --resume to continue it, or "
+                                 "choose another --out")
+    return None
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, stage, dist: Dist, resume: bool):
         self.cfg, self.stage, self.dist = cfg, stage, dist
@@ -64,27 +88,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ run folder
     def _prepare_run(self) -> Path | None:
-        """Create or check RUN; return the checkpoint to resume from (None: start fresh)."""
-        cfg = self.cfg
-        saved = self.run / "config.json"
-        if self.resume:
-            found = ckpt.checkpoints(self.run)
-            if not saved.is_file():
-                raise FailedPrecondition(f"--resume: {self.run} holds no run (no config.json); drop --resume to "
-                                         "start one")
-            old = json.loads(saved.read_text())
-            for k in ("stage", "model", "data", "batch_size", "seed", "lr", "vae"):
-                if k in old and old[k] != cfg.to_dict().get(k):
-                    raise InvalidArgument(f"--resume: --{k.replace('_', '-')}={cfg.to_dict().get(k)!r} differs from "
-                                          f"the run's {old[k]!r} ({saved}); resume with the same value",
-                                          field=k)
-            if not found:
-                log.warning("--resume: no checkpoint in %s yet; starting from step 0", self.run)
-            return found[-1] if found else None
-        if saved.is_file() or ckpt.checkpoints(self.run):
-            raise FailedPrecondition(f"--out={str(self.run)!r} already holds a run: add --resume to continue it, or "
-                                     "choose another --out")
-        return None
+        return check_run_folder(self.cfg, self.resume)
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
