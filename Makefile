@@ -60,6 +60,7 @@ bench: venv system-deps
 	$(BIN)/python bench/runtime.py --preset tiny
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/train.py
 
 protos: venv
 	$(BIN)/python scripts/gen_protos.py

@@ -35,7 +35,7 @@ def trained(tiny_model, tmp_path_factory):
     assert train_cli("autoencoder", "--model", tiny_model, "--data", prep, "--out", ae, "--steps", 2,
                      "--batch-size", 2, "--lpips-random", "--no-progress") == 0
     assert train_cli("unet", "--model", tiny_model, "--vae", ae, "--data", prep, "--out", unet, "--steps", 2,
-                     "--batch-size", 2, "--validation-steps", 2, "--no-progress") == 0
+                     "--batch-size", 2, "--validation-steps", 2, "--snr-gamma", 5, "--no-progress") == 0
     return {"prep": prep, "ae": ae, "unet": unet}
 
 
