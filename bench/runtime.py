@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from ldm3d.models.tiny import SCHEDULER_CONFIG, build_components
-from ldm3d.repository import ModelRepository, export_models
+from ldm3d.export import export_models
+from ldm3d.repository import ModelRepository
 from ldm3d.runtime.embedded import EmbeddedRuntime
 from ldm3d.runtime.torch_runtime import TorchRuntime
 

@@ -39,7 +39,7 @@ def tiny_pipeline(tiny_model):
 @pytest.fixture(scope="session")
 def exported_repository(tiny_model, tmp_path_factory) -> Path:
     """The tiny checkpoint exported once per session into a model repository (~5 s). Read-only: see ``repository``."""
-    from ldm3d.repository import export_checkpoint
+    from ldm3d.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("repo") / "model_repository"
     export_checkpoint(tiny_model, root)

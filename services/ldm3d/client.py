@@ -25,11 +25,8 @@ Errors arrive as the typed :mod:`ldm3d.errors` the server raised (``InvalidArgum
 
 from __future__ import annotations
 
-import json
 import time
-import uuid
 from collections.abc import Callable
-
 from dataclasses import dataclass
 
 import grpc
@@ -39,16 +36,14 @@ from google.longrunning import operations_pb2
 from .errors import DeadlineExceeded, Internal
 from .evaluation import DepthMetrics
 from .pipeline import GenerateParams, GenerateResult
-from .servers import status, tensors
-from .servers.logs import REQUEST_ID_KEY
 from .v1 import (common_pb2, depth_pb2, depth_pb2_grpc, renderer_pb2, renderer_pb2_grpc, studio_pb2,
                  studio_pb2_grpc)
+from .wire import ids, status, tensors
+from .wire import render as render_wire
+from .wire.generate import from_result, to_request
 
 OnStep = Callable[[int, int, float], None]
 OnProgress = Callable[[int, int, str], None]
-_RENDER_PATHS = {"orbit": renderer_pb2.CAMERA_PATH_ORBIT, "dolly": renderer_pb2.CAMERA_PATH_DOLLY,
-                 "look-around": renderer_pb2.CAMERA_PATH_LOOK_AROUND}
-_MESH_FORMATS = {"ply": renderer_pb2.MESH_FORMAT_PLY, "glb": renderer_pb2.MESH_FORMAT_GLB}
 
 
 @dataclass
@@ -81,8 +76,7 @@ class StudioClient:
             for msg in stream:
                 if msg.HasField("progress"):
                     if on_step is not None:
-                        p = msg.progress
-                        on_step(p.step, p.total, p.elapsed.ToNanoseconds() / 1e9)
+                        on_step(*tensors.from_progress(msg.progress))
                 else:
                     return from_result(msg.result)
         except grpc.RpcError as err:
@@ -134,7 +128,7 @@ class StudioClient:
     def estimate_depth(self, rgb: np.ndarray, *, model: str = "", version: str = "",
                        request_id: str | None = None) -> np.ndarray:
         """RGB ``uint8 [H, W, 3]`` → 16-bit relative depth ``uint16 [H, W]`` (larger = nearer) by the server's DPT."""
-        req = depth_pb2.EstimateDepthRequest(request_id=request_id or uuid.uuid4().hex, model=model, version=version,
+        req = depth_pb2.EstimateDepthRequest(request_id=request_id or ids.new_request_id(), model=model, version=version,
                                              rgb=common_pb2.Image(array=tensors.to_tensor(rgb)),
                                              image_encoding=common_pb2.IMAGE_ENCODING_RAW)
         return tensors.read_depth(self._call(self._depth.Estimate, req).depth, "depth")
@@ -147,7 +141,7 @@ class StudioClient:
         1/1000) or against the server's reference model's depth of ``rgb`` (the paper's §4.3 protocol)."""
         if (reference is None) == (rgb is None):
             raise ValueError("give exactly one of reference= (a depth map) or rgb= (for the reference model)")
-        req = depth_pb2.EvaluateDepthRequest(request_id=request_id or uuid.uuid4().hex,
+        req = depth_pb2.EvaluateDepthRequest(request_id=request_id or ids.new_request_id(),
                                              predicted_depth=common_pb2.Image(array=tensors.to_tensor(pred)),
                                              include_aligned=include_aligned)
         if reference is not None:
@@ -176,27 +170,8 @@ class StudioClient:
         """Start a render job (``ldm3d render``'s options, e.g. ``ods=True, seconds=2, fps=12, stereo=True``);
         returns the operation's name. ``path``: orbit, dolly, look-around or a list of keyframe dicts;
         ``files=True`` writes the artifacts on the server (its --render-output-dir, subfolder ``output_dir``)."""
-        req = renderer_pb2.RenderRequest(
-            request_id=request_id or uuid.uuid4().hex, output_dir=output_dir,
-            panorama=common_pb2.RGBD(rgb=common_pb2.Image(array=tensors.to_tensor(rgb)),
-                                     depth=common_pb2.Image(array=tensors.to_tensor(depth))),
-            delivery=renderer_pb2.ARTIFACT_DELIVERY_FILES if files else renderer_pb2.ARTIFACT_DELIVERY_BYTES,
-            mesh_formats=[_MESH_FORMATS.get(m, renderer_pb2.MESH_FORMAT_UNSPECIFIED) for m in meshes])
-        if isinstance(path, (list, tuple)):
-            req.path, req.keyframes_json = renderer_pb2.CAMERA_PATH_KEYFRAMES, json.dumps(list(path))
-        elif path is not None:
-            if path not in _RENDER_PATHS:
-                raise ValueError(f"path={path!r}: use one of {', '.join(_RENDER_PATHS)} or a list of keyframes")
-            req.path = _RENDER_PATHS[path]
-        if size is not None:
-            req.width, req.height = size
-        if eye_size is not None:
-            req.eye_width, req.eye_height = eye_size
-        fields = renderer_pb2.RenderRequest.DESCRIPTOR.fields_by_name
-        for name, value in options.items():
-            if name not in fields or name in ("panorama", "delivery", "mesh_formats", "keyframes_json"):
-                raise TypeError(f"submit_render() got an unexpected option {name!r}")
-            setattr(req, name, value)
+        req = render_wire.to_request(rgb, depth, path=path, size=size, eye_size=eye_size, meshes=meshes, files=files,
+                                     output_dir=output_dir, request_id=request_id, **options)
         return self._call(self._renderer.Submit, req).name
 
     def get_render(self, name: str) -> operations_pb2.Operation:
@@ -241,7 +216,7 @@ class StudioClient:
         self.close()
 
     def _metadata(self, request_id: str = ""):
-        return ((REQUEST_ID_KEY, request_id or uuid.uuid4().hex),)
+        return ids.metadata(request_id)
 
     def _call(self, method, request):
         try:
@@ -256,36 +231,3 @@ def generate(server: str, params: GenerateParams, on_step: OnStep | None = None,
     with StudioClient(server, timeout=timeout) as client:
         return client.generate(params, on_step, model=model, version=version)
 
-
-def to_request(p: GenerateParams, *, model: str = "", version: str = "",
-               request_id: str | None = None) -> studio_pb2.GenerateRequest:
-    """``GenerateParams`` → ``GenerateRequest``; ``None`` fields stay unset so the server applies the defaults."""
-    req = studio_pb2.GenerateRequest(
-        request_id=request_id or uuid.uuid4().hex, prompt=p.prompt, negative_prompt=p.negative_prompt,
-        guidance_scale=p.guidance_scale, scheduler=p.scheduler or "", num_images=p.num_images, model=model,
-        version=version, image_encoding=common_pb2.IMAGE_ENCODING_PNG)
-    for name in ("height", "width", "steps", "seed"):
-        if getattr(p, name) is not None:
-            setattr(req, name, int(getattr(p, name)))
-    if p.init_rgb is not None or p.init_depth is not None:
-        req.strength = p.strength
-        if p.init_rgb is not None:
-            req.init_image.rgb.array.CopyFrom(tensors.to_tensor(p.init_rgb))
-        if p.init_depth is not None:
-            req.init_image.depth.array.CopyFrom(tensors.to_tensor(p.init_depth))
-    return req
-
-
-def from_result(r: studio_pb2.GenerateResult) -> GenerateResult:
-    """``GenerateResult`` message → the pipeline's ``GenerateResult``. ``rgb_float`` and ``decoded`` (the decoder's
-    float output) do not travel over the wire and are None."""
-    rgb = [tensors.read_rgb(img.rgb, f"images[{i}].rgb") for i, img in enumerate(r.images)]
-    depth = [tensors.read_depth(img.depth, f"images[{i}].depth") for i, img in enumerate(r.images)]
-    meta = json.loads(r.metadata_json) if r.metadata_json else {}
-    params = GenerateParams(
-        prompt=meta.get("prompt", ""), negative_prompt=meta.get("negative_prompt", ""), height=meta.get("height"),
-        width=meta.get("width"), steps=meta.get("steps"), guidance_scale=meta.get("guidance_scale", 5.0),
-        seed=int(r.seed), scheduler=meta.get("scheduler"), num_images=meta.get("num_images", len(rgb)),
-        strength=(meta.get("image_to_image") or {}).get("strength", 0.8))
-    meta.setdefault("request_id", r.request_id)
-    return GenerateResult(rgb=rgb, depth=depth, rgb_float=None, decoded=None, params=params, metadata=meta)

@@ -71,16 +71,21 @@ def depth_channels_for(vae_channels: int) -> int:
     )
 
 
+def check_same_size(rgb: np.ndarray, depth: np.ndarray, field: str = "depth") -> None:
+    """The one "RGB and depth are the same size" check (``field`` names the depth, e.g. ``init_image.depth``)."""
+    if rgb.shape[:2] != depth.shape[:2]:
+        raise InvalidArgument(
+            f"{field} is {depth.shape[1]}x{depth.shape[0]} but the RGB image is {rgb.shape[1]}x{rgb.shape[0]}: "
+            "give an RGB image and a depth map of the same size",
+            field=field,
+        )
+
+
 def encode_rgbd(rgb: np.ndarray, depth: np.ndarray, vae_channels: int) -> np.ndarray:
     """RGB ``uint8 [H, W, 3]`` + depth ``uint16 [H, W]`` → the VAE encoder's input ``float32 [1, C, H, W]`` in [-1, 1]."""
     rgb = _as_rgb_u8(rgb, "rgb")
     depth = _as_u16(depth, "depth")
-    if rgb.shape[:2] != depth.shape:
-        raise InvalidArgument(
-            f"rgb is {rgb.shape[1]}x{rgb.shape[0]} but depth is {depth.shape[1]}x{depth.shape[0]}: "
-            "give an RGB image and a depth map of the same size",
-            field="depth",
-        )
+    check_same_size(rgb, depth)
     packed = pack_depth6(depth) if depth_channels_for(vae_channels) == 3 else pack_depth4(depth)
     x = np.concatenate([rgb.astype(np.float32) / 255.0, packed], axis=-1)
     return (x * 2.0 - 1.0).transpose(2, 0, 1)[None].astype(np.float32)

@@ -6,6 +6,8 @@ user can fix the request without reading our code. Code raising these never form
 
 from __future__ import annotations
 
+import copy
+
 
 class LDM3DError(Exception):
     """Base of every error a user can act on. ``grpc_code`` is the name of a ``grpc.StatusCode`` member."""
@@ -80,3 +82,17 @@ class Internal(LDM3DError):
 def invalid(field: str, value, expected: str) -> InvalidArgument:
     """Build the standard ``InvalidArgument``: ``<field>=<value> is invalid: <expected>``."""
     return InvalidArgument(f"{field}={value!r} is invalid: {expected}", field=field)
+
+
+def renamed(exc: LDM3DError, names) -> LDM3DError:
+    """``exc`` naming the field ``names[exc.field]`` instead (a library's name → the interface's: a proto field, a
+    flag), its message led by the new name unless it already holds it; ``exc`` itself when there is nothing to
+    rename. Every other attribute (``retry_after_s``) is kept."""
+    field = names.get(exc.field) if exc.field else None
+    if field is None or field == exc.field:
+        return exc
+    new = copy.copy(exc)
+    new.field = field
+    new.message = exc.message if field in exc.message else f"{field}: {exc.message}"
+    new.args = (new.message,)
+    return new

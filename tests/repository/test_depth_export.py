@@ -12,7 +12,8 @@ from ldm3d.cli import main
 from ldm3d.codec import read_depth, write_png
 from ldm3d.errors import FailedPrecondition, InvalidArgument
 from ldm3d.evaluation import depth_models as dm
-from ldm3d.repository import ModelRepository, export_depth_checkpoint
+from ldm3d.export import export_depth_checkpoint
+from ldm3d.repository import ModelRepository
 from ldm3d.repository.config import onnx_io
 from ldm3d.repository.manifest import sha256_file
 from ldm3d.runtime.base import DEPTH_MODELS, MODEL_IO

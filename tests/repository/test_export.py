@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from ldm3d.errors import FailedPrecondition, InvalidArgument
-from ldm3d.repository import ModelRepository, export_checkpoint, read_config, spec_from_repository
+from ldm3d.export import export_checkpoint
+from ldm3d.pipeline.spec import spec_from_repository
+from ldm3d.repository import ModelRepository, read_config
 from ldm3d.repository.config import onnx_io
 from ldm3d.repository.manifest import sha256_file
 from ldm3d.runtime.base import DIFFUSION_MODELS, MODEL_IO
@@ -92,7 +94,7 @@ def test_export_external_data_for_large_graphs(tiny_model, tmp_path, monkeypatch
     """Over the protobuf limit, weights go to one external data file listed in the manifest (limit lowered here)."""
     import onnxruntime as ort
 
-    from ldm3d.repository import export as export_mod
+    from ldm3d.export import export as export_mod
 
     monkeypatch.setattr(export_mod, "PROTOBUF_LIMIT", 1024)
     export_checkpoint(tiny_model, tmp_path / "repo", models=("vae_decoder",))

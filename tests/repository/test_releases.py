@@ -183,7 +183,7 @@ def test_canary_assignment_is_sticky_and_matches_the_percentage(repository):
 
 
 def test_recorded_releases_decide_what_the_release_models_serve(repository):
-    from ldm3d.repository import spec_from_repository
+    from ldm3d.pipeline.spec import spec_from_repository
 
     copy_version(repository, "unet", 2)  # `latest` policy alone would serve unet 2 at once
     add_release(repository, {"text_encoder": 1, "unet": 2, "vae_decoder": 1, "vae_encoder": 1}, {})

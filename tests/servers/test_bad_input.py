@@ -12,7 +12,7 @@ from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
 from ldm3d import codec
-from ldm3d.servers import tensors
+from ldm3d.wire import tensors
 from ldm3d.v1 import (autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, depth_pb2, depth_pb2_grpc, sampler_pb2,
                       sampler_pb2_grpc, studio_pb2, studio_pb2_grpc, text_encoder_pb2, text_encoder_pb2_grpc)
 

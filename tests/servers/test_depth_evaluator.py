@@ -18,7 +18,7 @@ from ldm3d import codec
 from ldm3d.client import StudioClient
 from ldm3d.errors import FailedPrecondition, NotFound
 from ldm3d.evaluation import depth_models
-from ldm3d.servers import tensors
+from ldm3d.wire import tensors
 from ldm3d.v1 import common_pb2, depth_pb2, depth_pb2_grpc
 
 SERVICE = "ldm3d.v1.DepthEvaluator"
@@ -189,7 +189,7 @@ def test_the_gateway_address_answers_depth_evaluation(tiny_model, tiny_depth, ev
 def test_depth_models_served_from_the_model_repository_match_the_checkpoints(tiny_depth, tmp_path):
     """With --repository and no --depth-model/--reference-model, the evaluator runs the exported ONNX graphs through
     the embedded runtime (the same interface as the diffusion models) and answers like the torch checkpoints."""
-    from ldm3d.repository import export_depth_checkpoint
+    from ldm3d.export import export_depth_checkpoint
 
     repo = tmp_path / "repo"
     export_depth_checkpoint(tiny_depth[0], repo)

@@ -204,9 +204,9 @@ def test_config_flags_beat_env_and_errors_name_the_flag():
 
 
 def test_unknown_exceptions_become_a_generic_internal_with_the_traceback_logged(caplog):
-    from ldm3d.servers.status import GENERIC_INTERNAL, to_status
+    from ldm3d.wire.status import GENERIC_INTERNAL, to_status
 
-    with caplog.at_level(logging.ERROR, logger="ldm3d.servers.status"):
+    with caplog.at_level(logging.ERROR, logger="ldm3d.wire.status"):
         try:
             raise KeyError("/secret/path/weights.bin")
         except KeyError as exc:

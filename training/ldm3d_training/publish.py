@@ -10,7 +10,7 @@
    recorded by an earlier publish, or, for versions ``ldm3d export`` wrote, the base checkpoint's hash) at the same
    precision. Nothing is copied.
 3. **Export** only the changed models through the same export + parity-verify path as ``ldm3d export``
-   (:func:`ldm3d.repository.export.export_models`: staging folder, ONNX Runtime vs torch, atomic rename). Each new
+   (:func:`ldm3d.export.export_models`: staging folder, ONNX Runtime vs torch, atomic rename). Each new
    version's manifest ``source`` records the training run: config, data manifest sha256, steps, final losses,
    validation metrics, code revision.
 4. **Record release N** (the next number) with :func:`ldm3d.repository.releases.add_release`: the exact version of
@@ -130,7 +130,7 @@ def publish(run: str | Path, repository: str | Path, promote: bool = False, fp16
     """Publish ``run`` into ``repository`` as a new release; returns ``{number, models, exported, promoted}``."""
     from ldm3d.pipeline.spec import PipelineSpec, checkpoint_hash
     from ldm3d.repository import ModelRepository
-    from ldm3d.repository.export import export_models
+    from ldm3d.export import export_models
     from ldm3d.repository.releases import RELEASE_MODELS, add_release, read_releases
     from ldm3d.repository.releases import promote as promote_release
     from ldm3d.runtime.torch_runtime import load_modules

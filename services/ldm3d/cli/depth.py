@@ -26,8 +26,9 @@ import numpy as np
 from ..codec import read_depth, read_rgb, write_bytes_atomic, write_png
 from ..errors import InvalidArgument, NotFound, invalid
 from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED, depth_metrics
+from ..models import hub
 
-PAPER_REFERENCE_MODEL = "Intel/zoedepth-nyu"
+PAPER_REFERENCE_MODEL = hub.ZOEDEPTH
 
 
 def register(subparsers) -> None:
@@ -186,7 +187,7 @@ def _depth(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------------------------- ldm3d export-depth
 def _export_depth(args: argparse.Namespace) -> int:
-    from ..repository.depth_export import export_depth_checkpoint
+    from ..export import export_depth_checkpoint
 
     _quiet_transformers()
     r = export_depth_checkpoint(

@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED
+from ..models import hub
 from ..pipeline.schedulers import SCHEDULERS
 
 # Kept in step with ldm3d.evaluation.evaluate / image_metrics, which import torch: `ldm3d --help` stays fast.
@@ -48,11 +49,11 @@ def register(subparsers) -> None:
     s.add_argument("--metrics", default=_METRICS, help="comma-separated subset to compute ('depth' = AbsRel and RMSE)")
     s.add_argument("--clip-model", default="openai/clip-vit-large-patch14", metavar="DIR_OR_ID",
                    help="CLIP for the similarity score (offline trial: `ldm3d make-tiny-clip DIR`)")  # fmt: skip
-    s.add_argument("--reference-depth-model", default="Intel/zoedepth-nyu", metavar="DIR_OR_ID",
+    s.add_argument("--reference-depth-model", default=hub.ZOEDEPTH, metavar="DIR_OR_ID",
                    help="ZoeDepth-N, the metric depth reference of §4.3")  # fmt: skip
     s.add_argument("--depth-samples", type=int, default=DEFAULT_SAMPLES, help="pixels for each depth alignment fit")
     s.add_argument("--depth-seed", type=int, default=DEFAULT_SEED, help="seed of the pixel sample")
-    s.add_argument("--rfid-depth-model", default="Intel/dpt-large", metavar="DIR_OR_ID",
+    s.add_argument("--rfid-depth-model", default=hub.DPT, metavar="DIR_OR_ID",
                    help="DPT giving the reference photos their depth for the autoencoder's rFID")  # fmt: skip
     s.add_argument("--is-splits", type=int, default=10, help="Inception Score splits (fewer when under 2 images each)")
     s.add_argument("--image-features", choices=("inception", "tiny-random"), default="inception",

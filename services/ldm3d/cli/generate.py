@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from .. import codec
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, LDM3DError, renamed
+from ..models import hub
 from ..pipeline.params import GenerateParams
 from ..pipeline.schedulers import SCHEDULERS
 
@@ -47,7 +48,7 @@ def register(sub) -> None:
     i.add_argument("--strength", type=float, default=0.8, help="how far to noise the init image, in (0, 1]")
     i.add_argument("--estimate-depth", action="store_true",
                    help="estimate the init depth from --init-rgb with DPT (the paper's panorama stage, Fig. 2a)")
-    i.add_argument("--depth-model", default="Intel/dpt-large", metavar="DIR_OR_ID",
+    i.add_argument("--depth-model", default=hub.DPT, metavar="DIR_OR_ID",
                    help="DPT checkpoint for --estimate-depth (`ldm3d make-tiny-depth-model DIR --kind dpt` offline)")
     o = p.add_argument_group("output")
     o.add_argument("--out", default="outputs", metavar="DIR", help="output folder")
@@ -106,7 +107,23 @@ def default_stem(prompt: str, seed: int) -> str:
     return f"{slug}_s{seed}"
 
 
+# GenerateParams field (what the library's and the servers' errors name) → this command's flag
+FLAGS = {
+    "prompt": "--prompt", "negative_prompt": "--negative-prompt", "height": "--height", "width": "--width",
+    "steps": "--steps", "guidance_scale": "--guidance", "seed": "--seed", "scheduler": "--scheduler",
+    "num_images": "--num-images", "strength": "--strength", "init_rgb": "--init-rgb", "init_depth": "--init-depth",
+    "model": "--model", "runtime": "--runtime", "triton_url": "--triton-url", "depth_model": "--depth-model",
+}
+
+
 def run(args) -> int:
+    try:
+        return _run(args)
+    except LDM3DError as err:
+        raise renamed(err, FLAGS) from None
+
+
+def _run(args) -> int:
     params = _params(args)
     bar = None
 

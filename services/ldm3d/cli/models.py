@@ -48,7 +48,7 @@ def register(sub) -> None:
 
 
 def _export(args) -> int:
-    from ..repository import export_checkpoint
+    from ..export import export_checkpoint
 
     models = tuple(m.strip() for m in args.models.split(",") if m.strip())
     results = export_checkpoint(args.model, args.repository, version=args.version, models=models, fp16=args.fp16,

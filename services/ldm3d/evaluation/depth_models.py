@@ -38,6 +38,7 @@ import numpy as np
 
 from ..codec import DEPTH_MAX
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..models.hub import DEPTH_HUB_IDS, DPT, ZOEDEPTH
 from ..runtime.base import MODEL_IO, TensorSpec
 from .depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED, DepthMetrics, depth_metrics
 
@@ -105,7 +106,7 @@ def load_depth_module(name_or_path: str, *, kind: DepthKind | None = None, field
     if kind is not None and found != kind:
         raise InvalidArgument(
             f"{field}={name_or_path!r} is a {found} checkpoint; this needs a {kind} one "
-            f"({'Intel/dpt-large' if kind == 'dpt' else 'Intel/zoedepth-nyu'} or a folder in its layout)",
+            f"({DEPTH_HUB_IDS[kind]} or a folder in its layout)",
             field=field,
         )
     cls = DPTForDepthEstimation if found == "dpt" else ZoeDepthForDepthEstimation
@@ -152,7 +153,7 @@ def load_depth_model_from_repository(
     if name not in repo.models():
         raise NotFound(
             f"{field}={str(repository)!r} has no {name!r} model (export one with `ldm3d export-depth --model "
-            f"{'Intel/dpt-large' if kind == 'dpt' else 'Intel/zoedepth-nyu'} --repository {repository}`)",
+            f"{DEPTH_HUB_IDS[kind]} --repository {repository}`)",
             field=field,
         )
     resolved = repo.resolve(name, version)
@@ -384,8 +385,8 @@ def _model_type(name_or_path: str, field: str) -> DepthKind:
             ) from None
     if model_type not in ("dpt", "zoedepth"):
         raise InvalidArgument(
-            f"{field}={name_or_path!r} is a {model_type!r} model: use a DPT (Intel/dpt-large) or ZoeDepth "
-            "(Intel/zoedepth-nyu) depth checkpoint",
+            f"{field}={name_or_path!r} is a {model_type!r} model: use a DPT ({DPT}) or ZoeDepth ({ZOEDEPTH}) "
+            "depth checkpoint",
             field=field,
         )
     return model_type

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import codec
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..models import hub
 from .depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED, DepthMetrics, mean_metrics
 from .image_metrics import DEFAULT_CLIP_MODEL, IS_SPLITS, FeatureExtractor
 
@@ -43,8 +44,8 @@ PAPER_SETTINGS = "MS-COCO val captions, 512×512, 50 DDIM steps, guidance 5; dep
 #: What can be asked for (``--metrics``); "depth" gives both AbsRel and RMSE.
 METRICS = ("fid", "is", "clip", "depth", "rfid")
 ROWS = ("fid", "is", "clip", "abs_rel", "rmse", "rfid")
-DEFAULT_REFERENCE_DEPTH_MODEL = "Intel/zoedepth-nyu"
-DEFAULT_RFID_DEPTH_MODEL = "Intel/dpt-large"
+DEFAULT_REFERENCE_DEPTH_MODEL = hub.ZOEDEPTH
+DEFAULT_RFID_DEPTH_MODEL = hub.DPT
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 

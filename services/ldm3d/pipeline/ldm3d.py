@@ -24,7 +24,7 @@ from .autoencoder import RGBDAutoencoder
 from .params import GenerateParams
 from .sampler import OnStep, Sampler
 from .spec import PipelineSpec
-from .text import TextEncoding
+from .text import TEXT_CACHE_SIZE, TextEncoding
 
 
 @dataclass
@@ -38,30 +38,32 @@ class GenerateResult:
 
 
 class LDM3DPipeline:
-    def __init__(self, runtime: ModelRuntime, spec: PipelineSpec):
+    def __init__(self, runtime: ModelRuntime, spec: PipelineSpec, text_cache_size: int = TEXT_CACHE_SIZE):
+        """``text_cache_size``: prompts whose embeddings the text encoding keeps (an LRU cache; 0: none)."""
         self.runtime, self.spec = runtime, spec
-        self.text = TextEncoding(runtime, spec)
+        self.text = TextEncoding(runtime, spec, cache_size=text_cache_size)
         self.sampler = Sampler(runtime, spec)
         self.autoencoder = RGBDAutoencoder(runtime, spec)
 
     @classmethod
-    def from_checkpoint(cls, model: str | Path) -> LDM3DPipeline:
+    def from_checkpoint(cls, model: str | Path, text_cache_size: int = TEXT_CACHE_SIZE) -> LDM3DPipeline:
         """A local diffusers LDM3D folder (``Intel/ldm3d`` layout) or a hub id, run with torch in fp32."""
         from ..runtime.torch_runtime import TorchRuntime, resolve_checkpoint
 
         folder = resolve_checkpoint(model)
         spec = PipelineSpec.from_checkpoint(folder)
-        return cls(TorchRuntime.from_checkpoint(folder), spec)
+        return cls(TorchRuntime.from_checkpoint(folder), spec, text_cache_size)
 
     @classmethod
     def from_repository(cls, repository: str | Path, runtime: str = "embedded", triton_url: str | None = None,
-                        version: int | None = None, **options) -> LDM3DPipeline:
+                        version: int | None = None, text_cache_size: int = TEXT_CACHE_SIZE,
+                        **options) -> LDM3DPipeline:
         """Models from a Triton model repository, run by the embedded ONNX Runtime or a Triton server."""
-        from ..repository import spec_from_repository
+        from .spec import spec_from_repository
 
         spec = spec_from_repository(repository, version)
         rt = create_runtime(runtime, repository=repository, triton_url=triton_url, **options)
-        return cls(rt, spec)
+        return cls(rt, spec, text_cache_size)
 
     def __call__(self, params: GenerateParams, on_step: OnStep | None = None,
                  should_stop: Callable[[], bool] | None = None) -> GenerateResult:

@@ -1,6 +1,6 @@
 """The parameters of one text → RGBD generation, validated once at the edge (CLI flags and gRPC fields share them).
 
-Field names are the API's (``guidance_scale``); each error names the field and its CLI flag.
+Field names are the API's (``guidance_scale``) and each error names its field; the CLI renames fields to its flags.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, invalid
 from .schedulers import SCHEDULERS, check_name
 from .spec import PipelineSpec
 
@@ -20,16 +20,9 @@ MAX_IMAGES = 16
 MAX_PROMPT_CHARS = 10_000  # CLIP sees 77 tokens; this only bounds what we accept before truncating
 MAX_SEED = 2**63 - 1
 
-# API field → CLI flag, for error messages that serve both
-FLAGS = {
-    "prompt": "--prompt", "negative_prompt": "--negative-prompt", "height": "--height", "width": "--width",
-    "steps": "--steps", "guidance_scale": "--guidance", "seed": "--seed", "scheduler": "--scheduler",
-    "num_images": "--num-images", "strength": "--strength", "init_rgb": "--init-rgb", "init_depth": "--init-depth",
-}
-
-
 def _bad(field: str, value, expected: str) -> InvalidArgument:
-    return InvalidArgument(f"{field} ({FLAGS.get(field, field)}) = {value!r} is invalid: {expected}", field=field)
+    # the API's field name only: the CLI renames it to its flag (cli/generate.py), the servers keep it
+    return invalid(field, value, expected)
 
 
 @dataclass(frozen=True)
@@ -94,14 +87,14 @@ class GenerateParams:
             raise _bad("num_images", self.num_images, f"use 1 to {MAX_IMAGES}")
         if (self.init_rgb is None) != (self.init_depth is None):
             missing = "init_depth" if self.init_depth is None else "init_rgb"
-            raise _bad(missing, None, "image-to-image needs both --init-rgb and --init-depth (a 16-bit depth PNG)")
+            raise _bad(missing, None, "image-to-image needs both init_rgb and init_depth (a 16-bit depth map)")
         if self.init_rgb is not None:
             if not 0.0 < self.strength <= 1.0:
                 raise _bad("strength", self.strength, "use a value in (0, 1]: 1 ignores the init image, 0.3 keeps most of it")
             h, w = self.init_rgb.shape[:2]
             if (h, w) != (self.height, self.width):
                 raise _bad("init_rgb", f"{w}x{h}", f"the init image must be the requested size {self.width}x{self.height} "
-                                                   f"(pass --width {w} --height {h}, or resize the image)")
+                                                   f"(ask for width {w} and height {h}, or resize the image)")
             if self.init_depth.shape != (h, w):
                 dh, dw = self.init_depth.shape[:2]
                 raise _bad("init_depth", f"{dw}x{dh}", f"the depth map must match the RGB image's size {w}x{h}")

@@ -1,7 +1,8 @@
 """What the pipeline needs to know about a checkpoint besides its weights, read from configs, never literals.
 
 A :class:`PipelineSpec` comes either from a diffusers checkpoint folder (:meth:`PipelineSpec.from_checkpoint`) or
-from a model repository's version folders (``ldm3d.repository``), which carry the same config files as assets.
+from a model repository's version folders (:func:`spec_from_repository`), which carry the same config files as
+assets (``ldm3d.repository.layout.ASSETS``); both go through one builder, :meth:`PipelineSpec.from_configs`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
 
 # Files every LDM3D checkpoint folder must have (Intel/ldm3d layout); weights may be .safetensors or .bin.
 REQUIRED_FILES = (
@@ -82,19 +83,33 @@ class PipelineSpec:
             raise InvalidArgument(
                 f"model={str(folder)!r} is a {index.get('_class_name')} checkpoint, not an LDM3D one "
                 "(model_index.json _class_name must be StableDiffusionLDM3DPipeline)", field="model")
-        vae, unet, text = _json(root / "vae/config.json"), _json(root / "unet/config.json"), _json(root / "text_encoder/config.json")
-        if vae.get("out_channels") not in (4, 6):
-            raise InvalidArgument(
-                f"model={str(folder)!r}: vae/config.json has out_channels={vae.get('out_channels')}, so it is not an "
-                "LDM3D autoencoder (6 for Intel/ldm3d, 4 for Intel/ldm3d-4c and -pano)", field="model")
         tok_cfg_path = root / "tokenizer/tokenizer_config.json"
-        tok_cfg = _json(tok_cfg_path) if tok_cfg_path.is_file() else {}
-        max_len = int(tok_cfg.get("model_max_length", 77))
-        max_len = min(max_len, int(text.get("max_position_embeddings", 77)))
-        return cls(
+        return cls.from_configs(
             source=str(root),
             tokenizer_dir=root / "tokenizer",
             scheduler_config=_json(root / "scheduler/scheduler_config.json"),
+            unet=_json(root / "unet/config.json"),
+            vae=_json(root / "vae/config.json"),
+            text=_json(root / "text_encoder/config.json"),
+            tokenizer=_json(tok_cfg_path) if tok_cfg_path.is_file() else {},
+            checkpoint_hash=checkpoint_hash(root) if hash_weights else "",
+            where=f"model={str(folder)!r}",
+        )
+
+    @classmethod
+    def from_configs(cls, *, source: str, tokenizer_dir: Path, scheduler_config: dict, unet: dict, vae: dict,
+                     text: dict, tokenizer: dict, checkpoint_hash: str = "", versions: dict | None = None,
+                     release: int | None = None, where: str = "") -> PipelineSpec:
+        """The one builder: a spec from a checkpoint's ``unet``, ``vae``, ``text_encoder`` and tokenizer configs."""
+        if vae.get("out_channels") not in (4, 6):
+            raise InvalidArgument(
+                f"{where or source}: vae/config.json has out_channels={vae.get('out_channels')}, so it is not an "
+                "LDM3D autoencoder (6 for Intel/ldm3d, 4 for Intel/ldm3d-4c and -pano)", field="model")
+        max_len = min(int(tokenizer.get("model_max_length", 77)), int(text.get("max_position_embeddings", 77)))
+        return cls(
+            source=source,
+            tokenizer_dir=tokenizer_dir,
+            scheduler_config=scheduler_config,
             vae_scaling_factor=float(vae.get("scaling_factor", 0.18215)),
             vae_scale_factor=2 ** (len(vae["block_out_channels"]) - 1),
             latent_channels=int(unet["in_channels"]),
@@ -102,8 +117,57 @@ class PipelineSpec:
             sample_size=int(unet["sample_size"]),
             max_text_length=max_len,
             text_hidden_size=int(text["hidden_size"]),
-            checkpoint_hash=checkpoint_hash(root) if hash_weights else "",
+            checkpoint_hash=checkpoint_hash,
+            versions=dict(versions or {}),
+            release=release,
         )
+
+
+def spec_from_repository(repository: str | Path, version: int | None = None) -> PipelineSpec:
+    """Rebuild the :class:`PipelineSpec` from the checkpoint files stored with a model repository's versions.
+
+    ``version`` is a release number (:mod:`ldm3d.repository.releases`; in a repository that records none, release
+    N = version N of every model); ``None`` takes the current release. ``spec.versions`` maps each model to the
+    version the runtime must be asked for, ``spec.release`` names the release.
+    """
+    from ..repository.releases import read_releases
+
+    rel = read_releases(repository)
+    return spec_for_release(repository, rel.current_release() if version is None else rel.get(version))
+
+
+def spec_for_release(repository: str | Path, release) -> PipelineSpec:
+    """The :class:`PipelineSpec` of one :class:`~ldm3d.repository.releases.Release` of ``repository``."""
+    from ..repository.layout import ASSETS, ModelRepository
+
+    repo = ModelRepository(repository)
+    versions = dict(release.models)
+    for needed in ("text_encoder", "unet", "vae_decoder"):
+        if needed not in versions:
+            raise NotFound(f"repository={str(repository)!r} has no {needed!r} model (export a checkpoint into it "
+                           "with `ldm3d export`)", field="repository")
+
+    def asset(model: str, checkpoint_path: str) -> Path:
+        p = repo.version_dir(model, versions[model]) / ASSETS[model][checkpoint_path]
+        if not p.exists():
+            raise FailedPrecondition(f"model {model!r} version {versions[model]}: {p} is missing (the version was "
+                                     "exported without its checkpoint's config files; re-export it with --model)")
+        return p
+
+    tok_dir = asset("text_encoder", "tokenizer")
+    tok_cfg = tok_dir / "tokenizer_config.json"
+    return PipelineSpec.from_configs(
+        source=str(Path(repository)),
+        tokenizer_dir=tok_dir,
+        scheduler_config=_json(asset("unet", "scheduler/scheduler_config.json")),
+        unet=_json(asset("unet", "unet/config.json")),
+        vae=_json(asset("vae_decoder", "vae/config.json")),
+        text=_json(asset("text_encoder", "text_encoder/config.json")),
+        tokenizer=_json(tok_cfg) if tok_cfg.is_file() else {},
+        checkpoint_hash=repo.manifest("unet", versions["unet"]).get("source", {}).get("sha256", ""),
+        versions=versions,
+        release=release.number,
+    )
 
 
 def checkpoint_hash(root: Path) -> str:

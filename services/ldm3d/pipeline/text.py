@@ -23,10 +23,13 @@ class EncodedText:
     truncated_tokens: list[int]  # tokens dropped per prompt (0 when it fit)
 
 
+TEXT_CACHE_SIZE = 256  # prompts kept by default (the servers' --text-cache-size sets it)
+
+
 class TextEncoding:
     """Tokenise and encode prompts; repeated prompts come from an LRU cache (thread-safe)."""
 
-    def __init__(self, runtime: ModelRuntime, spec: PipelineSpec, cache_size: int = 256):
+    def __init__(self, runtime: ModelRuntime, spec: PipelineSpec, cache_size: int = TEXT_CACHE_SIZE):
         self.runtime, self.spec = runtime, spec
         self.tokenizer = load_clip_tokenizer(spec.tokenizer_dir)
         self.cache_size = cache_size

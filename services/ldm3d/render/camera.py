@@ -76,7 +76,7 @@ def path_cameras(
 ) -> list[Camera]:
     """The camera of each of ``n_frames`` frames for a named path or a keyframe file/list (see module docstring)."""
     if n_frames < 1:
-        raise invalid("frames", n_frames, "a video needs at least one frame: raise --seconds or --fps")
+        raise invalid("frames", n_frames, "a video needs at least one frame: raise seconds or fps")
     us = np.linspace(0.0, 1.0, n_frames, endpoint=False) if n_frames > 1 else np.zeros(1)
     if isinstance(path, (list, tuple)):
         return _keyframes(list(path), n_frames, fps, hfov)

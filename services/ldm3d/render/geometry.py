@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..codec import DEPTH_MAX
+from ..codec import DEPTH_MAX, check_same_size
 from ..errors import InvalidArgument, invalid
 
 DEPTH_MAPPINGS = ("linear", "disparity")
@@ -138,6 +138,41 @@ def is_equirect_shape(width: int, height: int) -> bool:
     return abs(width / height - 2.0) <= 2.0 * EQUIRECT_ASPECT_TOLERANCE
 
 
+def check_panorama(
+    width: int,
+    height: int,
+    *,
+    projection: str = "auto",
+    cap_hfov: float = 90.0,
+    depth_mapping: str = "linear",
+    depth_strength: float = 1.0,
+    radius: float = 2.0,
+    edge_threshold: float = 10.0,
+) -> str:
+    """Every check of :func:`prepare_panorama`'s parameters, without building anything; returns the projection
+    ``auto`` resolves to. Errors name the :class:`~ldm3d.render.RenderSpec` field."""
+    if projection not in PROJECTIONS:
+        raise invalid("projection", projection, f"use one of {', '.join(PROJECTIONS)}")
+    if min(height, width) < 2:
+        raise invalid("rgb", f"{width}x{height}", "images must be at least 2x2 pixels")
+    if projection == "auto":
+        projection = "equirect" if is_equirect_shape(width, height) else "cap"
+    if projection == "equirect" and not is_equirect_shape(width, height):
+        raise InvalidArgument(
+            f"projection=equirect needs a 2:1 image but rgb is {width}x{height} (aspect {width / height:.3f}): give "
+            "a 2:1 panorama or use projection 'cap' (with cap_hfov) for a normal photo",
+            field="projection",
+        )
+    if projection == "cap" and not (1.0 <= cap_hfov <= 179.0):
+        raise invalid("cap_hfov", cap_hfov, "use a horizontal field of view between 1 and 179 degrees")
+    check_depth_params(depth_mapping, depth_strength, radius)
+    if not (edge_threshold > 0):
+        raise invalid(
+            "edge_threshold", edge_threshold, "use a positive threshold (tangent of the edge's slope), e.g. 10"
+        )
+    return projection
+
+
 def prepare_panorama(
     rgb: np.ndarray,
     depth: np.ndarray,
@@ -156,25 +191,18 @@ def prepare_panorama(
     field of view ``hfov_deg`` looking forward and reprojects it onto the matching cap of the sphere (the rest of the
     sphere is empty); ``auto`` picks ``equirect`` for 2:1 images and ``cap`` otherwise.
     """
-    if rgb.shape[:2] != depth.shape:
-        raise InvalidArgument(
-            f"rgb is {rgb.shape[1]}x{rgb.shape[0]} but depth is {depth.shape[1]}x{depth.shape[0]}: "
-            "give an RGB image and a depth map of the same size",
-            field="depth",
-        )
-    if projection not in PROJECTIONS:
-        raise invalid("projection", projection, f"use one of {', '.join(PROJECTIONS)}")
+    check_same_size(rgb, depth)
     h, w = depth.shape
-    if min(h, w) < 2:
-        raise invalid("rgb", f"{w}x{h}", "images must be at least 2x2 pixels")
-    if projection == "auto":
-        projection = "equirect" if is_equirect_shape(w, h) else "cap"
-    if projection == "equirect" and not is_equirect_shape(w, h):
-        raise InvalidArgument(
-            f"projection=equirect needs a 2:1 image but rgb is {w}x{h} (aspect {w / h:.3f}): give a 2:1 panorama "
-            "or use projection 'cap' (--projection cap --cap-hfov DEG) for a normal photo",
-            field="projection",
-        )
+    projection = check_panorama(
+        w,
+        h,
+        projection=projection,
+        cap_hfov=hfov_deg,
+        depth_mapping=depth_mapping,
+        depth_strength=depth_strength,
+        radius=radius,
+        edge_threshold=edge_threshold,
+    )
     d = normalised_depth(depth, normalize_depth)
     r = depth_to_radius(d, depth_mapping, depth_strength, radius)
     if projection == "equirect":
@@ -182,10 +210,6 @@ def prepare_panorama(
         pano_rgb = np.ascontiguousarray(rgb)
     else:
         pano_rgb, r, valid = _cap_to_equirect(rgb, r, hfov_deg, radius)
-    if not (edge_threshold > 0):
-        raise invalid(
-            "edge_threshold", edge_threshold, "use a positive threshold (tangent of the edge's slope), e.g. 10"
-        )
     sh, sv = stretched_edges(r, edge_threshold)
     # Edges leaving the cap are boundaries, not discontinuities between content: mark them so nothing smears.
     sh |= valid != np.roll(valid, -1, axis=1)
@@ -230,8 +254,6 @@ def stretched_edges(r: np.ndarray, threshold: float) -> tuple[np.ndarray, np.nda
 
 def _cap_to_equirect(rgb: np.ndarray, r: np.ndarray, hfov_deg: float, radius: float):
     """Reproject a pinhole image (forward, horizontal FOV ``hfov_deg``) onto an equirect canvas at matching scale."""
-    if not (1.0 <= hfov_deg <= 179.0):
-        raise invalid("hfov", hfov_deg, "use a horizontal field of view between 1 and 179 degrees")
     h, w = r.shape
     f = (w / 2.0) / math.tan(math.radians(hfov_deg) / 2.0)
     # Equirect resolution that matches the photo's pixel pitch at its centre (1/f radians per pixel).

@@ -25,15 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..codec import encode_png, write_bytes_atomic
+from ..codec import check_same_size, encode_png, write_bytes_atomic
 from ..errors import Cancelled, InvalidArgument, ResourceExhausted, invalid
 from .camera import PATHS, path_cameras
-from .geometry import Panorama, build_mesh, prepare_panorama
+from .geometry import Panorama, build_mesh, check_panorama, prepare_panorama
 from .mesh_io import glb_bytes, ply_bytes
 from .ods import render_equirect, render_ods
 from .raycast import RENDERERS, MeshScene, render_ods_raycast, render_perspective
 
 MESH_FORMATS = ("ply", "glb")
+DEFAULT_VIEW_HFOV = 75.0  # degrees: the camera of a panorama's path (a photo's: 0.75 × cap_hfov)
 Progress = Callable[[int, int, str], None]
 
 
@@ -117,8 +118,21 @@ def n_frames(spec: RenderSpec) -> int:
     return max(1, round(spec.seconds * spec.fps))
 
 
-def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
-    """Reject malformed or oversized requests before any work (no partial output)."""
+def view_hfov(spec: RenderSpec, projection: str) -> float:
+    """The camera's horizontal FOV: ``spec.view_hfov``, else 75° for a panorama or 0.75 × cap_hfov for a photo."""
+    return spec.view_hfov or (DEFAULT_VIEW_HFOV if projection == "equirect" else 0.75 * spec.cap_hfov)
+
+
+def job_units(spec: RenderSpec) -> int:
+    """Units of work :func:`render_job` reports progress for: stills, frames (twice with video360), meshes."""
+    frames = n_frames(spec) if spec.path is not None else 0
+    return int(spec.ods) + int(spec.mono360) + frames * (1 + int(spec.video360)) + len(spec.meshes)
+
+
+def check_spec(spec: RenderSpec, limits: RenderLimits = RenderLimits()) -> str:
+    """The one complete check of a request, before any work (no partial output): arrays, sizes against ``limits``,
+    geometry, the camera path (a keyframe file or list is read and checked), outputs. Errors are
+    ``InvalidArgument`` / ``ResourceExhausted`` naming the :class:`RenderSpec` field. Returns the projection."""
     rgb, depth = np.asarray(spec.rgb), np.asarray(spec.depth)
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise invalid("rgb", f"{rgb.dtype} {tuple(rgb.shape)}", "give 8-bit RGB, uint8 [H, W, 3] (codec.read_rgb)")
@@ -126,11 +140,15 @@ def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
         raise invalid(
             "depth", f"{depth.dtype} {tuple(depth.shape)}", "give 16-bit depth, uint16 [H, W] (codec.read_depth)"
         )
+    check_same_size(rgb, depth)
     h, w = depth.shape
     if h * w > limits.max_input_pixels:
         raise ResourceExhausted(
             f"rgb is {w}x{h} ({w * h} pixels), over the limit of {limits.max_input_pixels}: downscale it", field="rgb"
         )
+    if not (spec.ods or spec.mono360 or spec.path is not None or spec.meshes):
+        raise invalid("ods", False, "ask for at least one output: ods, mono360, a path or meshes")
+    projection = check_panorama(w, h, cap_hfov=spec.cap_hfov, **_geometry(spec))
     if spec.ipd < 0 or spec.ipd >= spec.radius:
         raise invalid("ipd", spec.ipd, f"use 0 <= ipd < radius ({spec.radius} m); 0.064 is a typical adult")
     if spec.eye_size is not None:
@@ -162,13 +180,20 @@ def check_spec(spec: RenderSpec, limits: RenderLimits) -> None:
             raise invalid("renderer", spec.renderer, f"use one of {', '.join(RENDERERS)}")
         if spec.view_hfov is not None and not (1.0 <= spec.view_hfov <= 170.0):
             raise invalid("view_hfov", spec.view_hfov, "use a field of view between 1 and 170 degrees")
+        # keyframe values (a file's or a list's) are checked here, not half-way through the job
+        path_cameras(spec.path, n, spec.fps, spec.radius, view_hfov(spec, projection),
+                     spec.cap_hfov if projection == "cap" else None)
     elif spec.video360:
-        raise InvalidArgument("video360 needs a camera path (path/--path) for its frames", field="path")
+        raise InvalidArgument("video360 needs a camera path for its frames", field="path")
     if not isinstance(spec.mesh_step, int) or spec.mesh_step < 1:
         raise invalid("mesh_step", spec.mesh_step, "use a whole number of pixels >= 1")
     for m in spec.meshes:
         if m not in MESH_FORMATS:
             raise invalid("meshes", m, f"use any of {', '.join(MESH_FORMATS)}")
+    # a cap's panorama size is known only once reprojected; build_mesh checks that one
+    if spec.meshes and projection == "equirect" and (w % spec.mesh_step or h % spec.mesh_step):
+        raise invalid("mesh_step", spec.mesh_step, f"use a step that divides the panorama size {w}x{h}")
+    return projection
 
 
 def _check_size(name: str, size, max_pixels: int, even: bool = False) -> None:
@@ -244,8 +269,7 @@ def render_job(
     frames = n_frames(spec) if spec.path is not None else 0
     if spec.video360:
         _check_size("eye_size", eye, limits.max_video360_pixels, even=True)
-    total = int(spec.ods) + int(spec.mono360) + frames + (frames if spec.video360 else 0) + len(spec.meshes)
-    sink = _Sink(out_dir, total, progress, cancelled)
+    sink = _Sink(out_dir, job_units(spec), progress, cancelled)
     sink.check()
 
     # 2. Stills.
@@ -259,9 +283,8 @@ def render_job(
     # 3. Camera moves: perspective frames, mono or side by side, into an H.264 MP4.
     scene = None
     if spec.path is not None:
-        view_hfov = spec.view_hfov or (75.0 if pano.projection == "equirect" else 0.75 * spec.cap_hfov)
         cap = spec.cap_hfov if pano.projection == "cap" else None
-        cams = path_cameras(spec.path, frames, spec.fps, spec.radius, view_hfov, cap)
+        cams = path_cameras(spec.path, frames, spec.fps, spec.radius, view_hfov(spec, pano.projection), cap)
         moved = any(np.linalg.norm(c.position) > 0 for c in cams) or spec.stereo
         if moved and spec.renderer == "raycast":
             scene = MeshScene(pano)
@@ -348,13 +371,16 @@ def render_job(
 def panorama_for(spec: RenderSpec) -> Panorama:
     """The displaced sphere a spec describes (for callers that render frames themselves)."""
     return prepare_panorama(
-        spec.rgb,
-        spec.depth,
-        projection=spec.projection,
-        hfov_deg=spec.cap_hfov,
-        depth_mapping=spec.depth_mapping,
-        depth_strength=spec.depth_strength,
-        normalize_depth=spec.normalize_depth,
-        radius=spec.radius,
-        edge_threshold=spec.edge_threshold,
+        spec.rgb, spec.depth, hfov_deg=spec.cap_hfov, normalize_depth=spec.normalize_depth, **_geometry(spec)
     )
+
+
+def _geometry(spec: RenderSpec) -> dict:
+    """The spec's geometry, as :func:`~.geometry.check_panorama` and :func:`~.geometry.prepare_panorama` take it."""
+    return {
+        "projection": spec.projection,
+        "depth_mapping": spec.depth_mapping,
+        "depth_strength": spec.depth_strength,
+        "radius": spec.radius,
+        "edge_threshold": spec.edge_threshold,
+    }

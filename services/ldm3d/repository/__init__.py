@@ -1,17 +1,18 @@
-"""The model repository: ONNX exports in Triton's layout, ``config.pbtxt``, per-version manifests and assets.
+"""The model repository's read side: Triton's layout, ``config.pbtxt``, per-version manifests (no torch imports).
 
     <repository>/<model>/config.pbtxt          Triton config (onnxruntime_onnx), the tensor names of MODEL_IO
     <repository>/<model>/<version>/model.onnx  (+ model.onnx.data when the graph is over 2 GB)
     <repository>/<model>/<version>/manifest.json   source checkpoint + hash, sha256 of every file, export settings,
                                                    parity error, date
-    <repository>/<model>/<version>/...         the checkpoint's configs/tokenizer, read by spec_from_repository
+    <repository>/<model>/<version>/...         the checkpoint's configs/tokenizer (``layout.ASSETS``), read by
+                                               :func:`ldm3d.pipeline.spec.spec_from_repository`
+
+Writing versions (ONNX export, parity check, publishing) is :mod:`ldm3d.export`, which imports this package and
+never the other way round; the runtimes, the pipeline's spec and the servers read through it.
 """
 
 from .config import ModelConfig, TensorConfig, read_config
-from .depth_export import export_depth_checkpoint
-from .export import ExportResult, export_checkpoint, export_models, spec_from_repository
 from .layout import ModelRepository, VersionInfo
 from .manifest import FileProblem
 
-__all__ = ["ExportResult", "FileProblem", "ModelConfig", "ModelRepository", "TensorConfig", "VersionInfo",
-           "export_checkpoint", "export_depth_checkpoint", "export_models", "read_config", "spec_from_repository"]
+__all__ = ["FileProblem", "ModelConfig", "ModelRepository", "TensorConfig", "VersionInfo", "read_config"]

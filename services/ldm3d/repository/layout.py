@@ -18,6 +18,15 @@ from .manifest import MANIFEST, FileProblem, check_files, read_manifest
 
 CONFIG = "config.pbtxt"
 MODEL_FILE = "model.onnx"
+# checkpoint files stored with each version (checkpoint path → name in the version folder), so that a repository
+# alone rebuilds the PipelineSpec: written by ldm3d.export, read by ldm3d.pipeline.spec.spec_from_repository
+ASSETS = {
+    "text_encoder": {"tokenizer": "tokenizer", "text_encoder/config.json": "text_encoder_config.json"},
+    "unet": {"unet/config.json": "unet_config.json", "scheduler/scheduler_config.json": "scheduler_config.json",
+             "model_index.json": "model_index.json"},
+    "vae_decoder": {"vae/config.json": "vae_config.json"},
+    "vae_encoder": {"vae/config.json": "vae_config.json"},
+}
 
 
 @dataclass(frozen=True)
@@ -62,28 +71,28 @@ class ModelRepository:
         return sorted(int(p.name) for p in d.iterdir() if p.is_dir() and p.name.isdigit())
 
     def _recorded_releases(self):
-        """``releases.json``'s reading when the repository records releases, else ``None`` (policy decides)."""
-        from .releases import RELEASE_MODELS, RELEASES, read_releases
+        """``releases.json`` when the repository records releases, else ``None`` (then the policies decide)."""
+        from .release_file import read_release_file
 
-        if not (self.root / RELEASES).is_file():
-            return None, RELEASE_MODELS
-        return read_releases(self), RELEASE_MODELS
+        return read_release_file(self.root)
 
     def served_versions(self, model: str) -> list[int]:
+        from .release_file import RELEASE_MODELS
+
         on_disk = self.versions(model)
         served = self.config(model).served_versions(on_disk)
-        rel, release_models = self._recorded_releases()
-        if rel is not None and model in release_models:
-            named = {r.models.get(model) for r in rel.releases.values()}
+        rel = self._recorded_releases() if model in RELEASE_MODELS else None
+        if rel is not None:
+            named = {r["models"].get(model) for r in rel.releases.values()}
             served = sorted(set(served) | (named & set(on_disk)))
         return served
 
     def current_version(self, model: str) -> int:
-        rel, release_models = self._recorded_releases()
-        if rel is not None and model in release_models:
-            models = rel.current_release().models
-            if model in models:
-                return models[model]
+        from .release_file import RELEASE_MODELS
+
+        rel = self._recorded_releases() if model in RELEASE_MODELS else None
+        if rel is not None and rel.current is not None and model in rel.releases[rel.current]["models"]:
+            return rel.releases[rel.current]["models"][model]
         return self.policy_current_version(model)
 
     def policy_current_version(self, model: str) -> int:
@@ -183,9 +192,9 @@ class ModelRepository:
         d = self.version_dir(model, version)
         if not d.is_dir():
             raise NotFound(f"model {model!r} version {version}: {d} does not exist", field="version")
-        rel, release_models = self._recorded_releases()
-        if rel is not None and model in release_models:
-            serving = [r.number for r in rel.serving() if r.models.get(model) == version]
+        rel = self._recorded_releases()
+        if rel is not None:
+            serving = [n for n in rel.serving() if rel.releases[n]["models"].get(model) == version]
             if serving:
                 raise FailedPrecondition(f"model {model!r} version {version} is served by release {serving[0]} "
                                          f"(current or canary in {self.root / 'releases.json'}): promote another "

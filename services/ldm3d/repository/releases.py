@@ -52,13 +52,13 @@ from pathlib import Path
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from .layout import ModelRepository
+from .release_file import RELEASE_MODELS, RELEASES, SCHEMA, parse_release_file
 
-RELEASES = "releases.json"
+__all__ = ["RELEASES", "RELEASE_MODELS", "Canary", "Release", "Releases", "ReleasesChanged", "add_release",
+           "canary_point", "ensure_release", "locked", "promote", "read_releases", "release_models", "verify_release"]
+
 LOCK = ".releases.lock"
-SCHEMA = 1
 HISTORY = 100  # promotions kept in the file's history (an audit trail for rollbacks)
-# The models a release moves together, in pipeline order; vae_encoder only where the repository has it.
-RELEASE_MODELS = ("text_encoder", "unet", "vae_decoder", "vae_encoder")
 REQUIRED_MODELS = ("text_encoder", "unet", "vae_decoder")
 
 
@@ -195,43 +195,12 @@ def read_releases(repository) -> Releases:
     return _parse(repo, path, text)
 
 
-def _corrupt(path: Path, why: str) -> FailedPrecondition:
-    return FailedPrecondition(f"{path} is corrupted ({why}); nothing was changed. Restore it (its history lists "
-                              "every promotion) or move it away to fall back to implicit releases (release N = "
-                              "version N of every model)")
-
-
 def _parse(repo: ModelRepository, path: Path, text: str) -> Releases:
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _corrupt(path, f"not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise _corrupt(path, f"expected a JSON object with schema {SCHEMA}")
-    releases: dict[int, Release] = {}
-    try:
-        for r in doc["releases"]:
-            models = {str(m): int(v) for m, v in r["models"].items()}
-            number = int(r["number"])
-            if number < 1 or number in releases:
-                raise ValueError(f"release number {number} is not positive or appears twice")
-            releases[number] = Release(number, models, str(r.get("created", "")), dict(r.get("source") or {}))
-        current = doc.get("current")
-        current = None if current is None else int(current)
-        canary = doc.get("canary")
-        canary = None if not canary else Canary(int(canary["release"]), int(canary["percent"]),
-                                                str(canary.get("since", "")))
-        generation = int(doc.get("generation", 0))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise _corrupt(path, f"{exc.__class__.__name__}: {exc}") from None
-    releases = dict(sorted(releases.items()))
-    if current is not None and current not in releases:
-        raise _corrupt(path, f"current release {current} is not among its releases")
-    if canary is not None and (canary.release not in releases or not 0 < canary.percent <= 100):
-        raise _corrupt(path, f"canary {canary.release} at {canary.percent} % is not a release or not in 1..100")
-    fallback = {} if current is not None else _policy_currents(repo)
-    return Releases(repo.root, releases, current, canary, True, generation, str(doc.get("updated", "")), fallback,
-                    tuple(doc.get("history") or ()))
+    f = parse_release_file(path, text)
+    releases = {n: Release(n, r["models"], r["created"], r["source"]) for n, r in f.releases.items()}
+    canary = None if f.canary is None else Canary(*f.canary)
+    fallback = {} if f.current is not None else _policy_currents(repo)
+    return Releases(repo.root, releases, f.current, canary, True, f.generation, f.updated, fallback, f.history)
 
 
 def _policy_currents(repo: ModelRepository) -> dict[str, int]:
@@ -365,6 +334,25 @@ def add_release(repository, models: Mapping[str, int], source: Mapping | None = 
         current = rel.current
         _write(repo, rel, releases, current, rel.canary, f"add_release {number}")
     return release
+
+
+def ensure_release(repository, models: Mapping[str, int], source: Mapping | None = None, *,
+                   lock_timeout_s: float = 10.0) -> tuple[Release, bool]:
+    """The release of exactly ``models``: an existing one (returned with ``False``) or a new one (``True``).
+    Used after an export, whose version folders may already read as an implicit release."""
+    repo = _repo(repository)
+    models = _check_models(repo, models)
+    with locked(repo, lock_timeout_s, "ensure_release"):
+        rel = read_releases(repo)
+        same = [r for r in rel.releases.values() if r.models == models]
+        if same:
+            if not rel.explicit:  # record the implicit releases, so that their numbers never change
+                _write(repo, rel, rel.releases, rel.current, rel.canary, f"record release {same[-1].number}")
+            return same[-1], False
+        number = max(rel.releases, default=0) + 1
+        release = Release(number, models, _now(), dict(source or {}))
+        _write(repo, rel, {**rel.releases, number: release}, rel.current, rel.canary, f"add_release {number}")
+    return release, True
 
 
 def verify_release(repository, number: int, quick: bool = False) -> list[str]:

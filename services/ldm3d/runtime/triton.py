@@ -26,13 +26,32 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import FailedPrecondition, InvalidArgument, LDM3DError, NotFound, Unavailable
+from ..repository.config import WIRE_DTYPES
 from .base import MODEL_IO, ModelMetadata, ModelRuntime, TensorSpec
 
 log = logging.getLogger(__name__)
 
-_WIRE = {"float32": "FP32", "float16": "FP16", "int64": "INT64", "int32": "INT32", "uint8": "UINT8", "bool": "BOOL",
-         "bfloat16": "BF16"}
-_NUMPY = {v: k for k, v in _WIRE.items()}
+_NUMPY = {v: k for k, v in WIRE_DTYPES.items()}  # tritonclient's "FP32" → numpy's "float32"
+
+
+def known_output_shapes(model: str, arrays: Mapping[str, np.ndarray]) -> dict[str, tuple[int, ...]]:
+    """Outputs whose shape the inputs decide, by :data:`MODEL_IO`'s symbolic dims (U-Net's ``out_sample`` has its
+    ``sample``'s shape): those can come back through shared memory, sized before the call."""
+    io = MODEL_IO.get(model)
+    if io is None:
+        return {}
+    bound: dict[str, int] = {}
+    for name, spec in io["inputs"].items():
+        if name in arrays and len(spec.shape) == arrays[name].ndim:
+            for sym, d in zip(spec.shape, arrays[name].shape):
+                if isinstance(sym, str):
+                    bound.setdefault(sym, int(d))
+    shapes = {}
+    for name, spec in io["outputs"].items():
+        dims = [bound.get(s) if isinstance(s, str) else s for s in spec.shape]
+        if all(d is not None for d in dims):
+            shapes[name] = tuple(dims)
+    return shapes
 
 
 def _is_loopback(url: str) -> bool:
@@ -220,7 +239,7 @@ class TritonRuntime(ModelRuntime):
 
         cfg = self._config(model)
         conf_in = {c["name"]: c for c in cfg.get("input", [])}
-        conf_out = [c["name"] for c in cfg.get("output", [])]
+        conf_out = {c["name"]: _NUMPY[c["data_type"].removeprefix("TYPE_")] for c in cfg.get("output", [])}
         missing = [n for n in conf_in if n not in inputs]
         if missing or len(inputs) != len(conf_in):
             raise InvalidArgument(f"model {model!r}: inputs must be {sorted(conf_in)}; missing {missing}, unexpected "
@@ -241,8 +260,9 @@ class TritonRuntime(ModelRuntime):
                 arr = arr.reshape(lead + [d if d != -1 else -1 for d in dims])
             arrays[name] = np.ascontiguousarray(arr)
 
-        # U-Net's output has the shape of its input sample: it can come back through shared memory as well
-        out_shape = {"out_sample": arrays["sample"].shape} if model == "unet" and "sample" in arrays else {}
+        # outputs whose shape the inputs decide (U-Net's) can come back through shared memory as well
+        out_bytes = {name: int(np.prod(shape)) * np.dtype(conf_out[name]).itemsize
+                     for name, shape in known_output_shapes(model, arrays).items() if name in conf_out}
         use_shm = self.shared_memory and not self._shm_failed
         region = None
         v = "" if version is None else str(version)
@@ -250,15 +270,14 @@ class TritonRuntime(ModelRuntime):
             infer_inputs = []
             offset = 0
             if use_shm:
-                size = sum(a.nbytes for a in arrays.values()) + sum(
-                    int(np.prod(s)) * 4 for s in out_shape.values())
+                size = sum(a.nbytes for a in arrays.values()) + sum(out_bytes.values())
                 try:
                     region = self._acquire(size)
                 except Exception as exc:  # noqa: BLE001 - e.g. a remote server: fall back to the wire for good
                     log.warning("triton: system shared memory unavailable (%s); sending tensors over gRPC", exc)
                     self._shm_failed, use_shm = True, False
             for name, arr in arrays.items():
-                i = self._grpc.InferInput(name, list(arr.shape), _WIRE[arr.dtype.name])
+                i = self._grpc.InferInput(name, list(arr.shape), WIRE_DTYPES[arr.dtype.name])
                 if use_shm:
                     shm.set_shared_memory_region(region.handle, [arr], offset=offset)
                     i.set_shared_memory(region.name, arr.nbytes, offset=offset)
@@ -269,11 +288,10 @@ class TritonRuntime(ModelRuntime):
             outputs, shm_out = [], {}
             for name in conf_out:
                 o = self._grpc.InferRequestedOutput(name)
-                if use_shm and name in out_shape:
-                    nbytes = int(np.prod(out_shape[name])) * 4
-                    o.set_shared_memory(region.name, nbytes, offset=offset)
+                if use_shm and name in out_bytes:
+                    o.set_shared_memory(region.name, out_bytes[name], offset=offset)
                     shm_out[name] = offset
-                    offset += nbytes
+                    offset += out_bytes[name]
                 outputs.append(o)
             result = self._call(lambda: self._client.infer(model, infer_inputs, model_version=v, outputs=outputs,
                                                            client_timeout=self.timeout_s), model, version)
@@ -282,7 +300,8 @@ class TritonRuntime(ModelRuntime):
                 if name in shm_out:
                     meta = result.get_output(name)
                     shape = [int(d) for d in meta.shape]
-                    arr = shm.get_contents_as_numpy(region.handle, np.float32, shape, offset=shm_out[name]).copy()
+                    arr = shm.get_contents_as_numpy(region.handle, np.dtype(conf_out[name]), shape,
+                                                    offset=shm_out[name]).copy()
                 else:
                     arr = result.as_numpy(name)
                 out[name] = arr if arr.dtype == np.float32 or arr.dtype.kind != "f" else arr.astype(np.float32)

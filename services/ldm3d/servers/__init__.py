@@ -5,9 +5,10 @@
     ldm3d serve gateway --port 50051 --checkpoint demo/tiny \\
         --text-encoder-url localhost:50053 --sampler-url localhost:50052 --autoencoder-url localhost:50054
 
-Layout: ``config`` (typed config from flags + env), ``status`` (typed errors <-> google.rpc.Status, the one mapping),
-``interceptor`` (request ids, metrics, logs, error mapping), ``tensors`` (proto <-> numpy, written once),
-``admission`` (the bounded sampling queue), ``models`` (which pipelines this process serves), ``stages`` (the
-pipeline's stages made async), one module per servicer, ``downstream`` (how the gateway reaches the stages:
-in-process or gRPC), ``app`` (building, running and gracefully stopping a server).
+Layout: ``config`` (typed config from flags + env), ``interceptor`` (request ids, metrics, logs, error mapping through
+:mod:`ldm3d.wire.status`), ``admission`` (bounded queues), ``jobs`` (a blocking job in a worker thread, streaming
+progress, cancelled between steps), ``models`` (which pipelines this process serves), ``stages`` (the pipeline's
+stages made async), one module per servicer (each only translates: proto → library call → proto, with the
+conversions of :mod:`ldm3d.wire`), ``downstream`` (how the gateway reaches the stages: in-process or gRPC), ``app``
+(building, running and gracefully stopping a server). The client never imports this package.
 """

@@ -26,6 +26,8 @@ from grpc_reflection.v1alpha import reflection
 from ..v1 import (autoencoder_pb2, autoencoder_pb2_grpc, depth_pb2, depth_pb2_grpc, renderer_pb2,
                   renderer_pb2_grpc, sampler_pb2, sampler_pb2_grpc, studio_pb2, studio_pb2_grpc, text_encoder_pb2,
                   text_encoder_pb2_grpc)
+from ..wire.ids import REQUEST_ID_KEY
+from ..wire.status import from_rpc_error
 from . import metrics
 from .admission import Admission
 from .autoencoder import RGBDAutoencoderServicer
@@ -33,13 +35,12 @@ from .config import ServeConfig
 from .depth_evaluator import DepthEvaluatorServicer, load_depth_models
 from .downstream import LocalStages, RemoteStages
 from .interceptor import ServerInterceptor
-from .logs import REQUEST_ID_KEY, request_id
+from .logs import request_id
 from .models import ModelRegistry
 from .renderer import PanoramaRendererServicer
 from .sampler import DiffusionSamplerServicer
 from .stages import Stages
 from .studio import StudioServicer
-from .status import from_rpc_error
 from .text_encoder import TextEncoderServicer
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ class Server:
         if "depth-evaluator" in services and not self._forwarded("depth-evaluator"):
             depth_models = await asyncio.to_thread(load_depth_models, cfg)
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
-        stages = Stages(Admission(cfg.max_running, cfg.max_queued)) if needs_weights else None
+        admission = Admission(cfg.max_running, cfg.max_queued, metrics=metrics.SAMPLER_ADMISSION)
+        stages = Stages(admission) if needs_weights else None
         if stages is not None:
             self._cleanup.append(stages.close)
         add = {

@@ -6,7 +6,7 @@ from ..errors import invalid
 from ..pipeline.params import MAX_IMAGES, MAX_SIDE, MIN_SIDE
 from ..v1 import autoencoder_pb2 as pb
 from ..v1 import autoencoder_pb2_grpc
-from . import tensors
+from ..wire import tensors
 from .models import ModelRegistry
 from .stages import Stages
 
@@ -42,13 +42,8 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
 
 def read_rgbd(image, field: str, multiple: int):
     """An ``RGBD`` message → (rgb uint8 [H, W, 3], depth uint16 [H, W]) of one size, each side a multiple of 8."""
-    if not image.HasField("rgb") or not image.HasField("depth"):
-        raise invalid(field, None, f"set both {field}.rgb (8-bit) and {field}.depth (16-bit)")
-    rgb = tensors.read_rgb(image.rgb, f"{field}.rgb")
-    depth = tensors.read_depth(image.depth, f"{field}.depth")
-    h, w = rgb.shape[:2]
-    if depth.shape != (h, w):
-        raise invalid(f"{field}.depth", f"{depth.shape[1]}x{depth.shape[0]}", f"must match the RGB image's {w}x{h}")
+    rgb, depth = tensors.read_rgbd(image, field)
+    h, w = depth.shape
     if h % multiple or w % multiple or not (MIN_SIDE <= h <= MAX_SIDE and MIN_SIDE <= w <= MAX_SIDE):
         raise invalid(f"{field}.rgb", f"{w}x{h}",
                       f"each side must be a multiple of {multiple} in {MIN_SIDE}..{MAX_SIDE}")

@@ -1,7 +1,9 @@
 """One typed config for a serving process, built from flags and environment variables here and nowhere else.
 
-Precedence: flag > environment variable > default. Every environment variable the servers read is in
-:data:`OPTIONS`; errors name the flag (and its variable) with the value received and what to use instead.
+Precedence: flag > environment variable > default. Each option is declared once, as a :class:`ServeConfig` field
+(its default, flag, environment variable, parser and help); :data:`OPTIONS` lists them. Every environment variable
+the servers read is there; errors name the flag (and its variable) with the value received and what to use
+instead.
 
     cfg = ServeConfig.from_args(parser.parse_args())     # after add_arguments(parser)
 """
@@ -9,13 +11,16 @@ Precedence: flag > environment variable > default. Every environment variable th
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from ..errors import InvalidArgument
+from ..render.job import RenderLimits
 
+_LIMITS = RenderLimits()  # the render library's limits are the renderer's defaults
 SERVICES = ("all", "gateway", "text-encoder", "sampler", "autoencoder", "depth-evaluator", "renderer")
 MODEL_SERVICES = {"all", "gateway", "text-encoder", "sampler", "autoencoder"}
 
@@ -25,9 +30,15 @@ class _Opt:
     flag: str
     env: str
     parse: Callable[[str], Any]
-    default: Any
     help: str
     choices: tuple | None = None
+
+
+def _option(parse: Callable[[str], Any], default: Any, help: str, *, flag: str = "", env: str = "",
+            choices: tuple | None = None):
+    """A :class:`ServeConfig` field's one declaration: its parser, default and help. The flag is ``--`` + the field
+    name with dashes and the variable ``LDM3D_`` + the name in capitals unless given (filled in below the class)."""
+    return field(default=default, metadata={"option": _Opt(flag, env, parse, help, choices)})
 
 
 def _port(s: str) -> int:
@@ -71,113 +82,66 @@ def _target(s: str) -> str:
     return s
 
 
-# field name → option. Model source, listening, limits, the gateway's downstream services, logging.
-OPTIONS: dict[str, _Opt] = {
-    "checkpoint": _Opt("--checkpoint", "LDM3D_CHECKPOINT", str, None,
-                       "diffusers LDM3D checkpoint folder, run with torch (e.g. one from `ldm3d make-tiny-model`)"),
-    "repository": _Opt("--repository", "LDM3D_REPOSITORY", str, None,
-                       "Triton model repository (`ldm3d export`), run by --runtime"),
-    "runtime": _Opt("--runtime", "LDM3D_RUNTIME", str, "embedded", "runtime for --repository",
-                    ("embedded", "triton")),
-    "triton_url": _Opt("--triton-url", "LDM3D_TRITON_URL", _target, None, "Triton gRPC endpoint for --runtime triton"),
-    "model_name": _Opt("--model-name", "LDM3D_MODEL_NAME", str, None,
-                       "the name clients use (default: the checkpoint folder's name, or 'ldm3d' for a repository)"),
-    "host": _Opt("--host", "LDM3D_HOST", str, "0.0.0.0", "address to listen on"),
-    "port": _Opt("--port", "LDM3D_PORT", _port, 50051, "gRPC port (0: any free port, printed at start)"),
-    "metrics_port": _Opt("--metrics-port", "LDM3D_METRICS_PORT", _metrics_port, 9464,
-                         "Prometheus /metrics HTTP port (0: any free port; off: none)"),
-    "max_message_mb": _Opt("--max-message-mb", "LDM3D_MAX_MESSAGE_MB", _positive_int, 64,
-                           "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)"),
-    "grace_s": _Opt("--grace", "LDM3D_GRACE_S", _positive_float, 30.0,
-                    "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled"),
-    "max_running": _Opt("--max-running", "LDM3D_MAX_RUNNING", _positive_int, 1,
-                        "sampling jobs run at once (each uses every CPU core or the GPU)"),
-    "max_queued": _Opt("--max-queued", "LDM3D_MAX_QUEUED", _non_negative_int, 32,
-                       "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint"),
-    "intra_op_threads": _Opt("--intra-op-threads", "LDM3D_INTRA_OP_THREADS", _positive_int, None,
-                             "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else "
-                             "one per core of the node; in a container set it to the CPU limit)"),
-    "text_cache_size": _Opt("--text-cache-size", "LDM3D_TEXT_CACHE_SIZE", _non_negative_int, 256,
-                            "prompts kept in the text encoder's LRU cache"),
-    "text_encoder_url": _Opt("--text-encoder-url", "LDM3D_TEXT_ENCODER_URL", _target, None,
-                             "gateway: the TextEncoder service (default: in-process)"),
-    "sampler_url": _Opt("--sampler-url", "LDM3D_SAMPLER_URL", _target, None,
-                        "gateway: the DiffusionSampler service (default: in-process)"),
-    "autoencoder_url": _Opt("--autoencoder-url", "LDM3D_AUTOENCODER_URL", _target, None,
-                            "gateway: the RGBDAutoencoder service (default: in-process)"),
-    "depth_evaluator_url": _Opt("--depth-evaluator-url", "LDM3D_DEPTH_EVALUATOR_URL", _target, None,
-                                "gateway: forward DepthEvaluator calls to this service (default: in-process)"),
-    "renderer_url": _Opt("--renderer-url", "LDM3D_RENDERER_URL", _target, None,
-                         "gateway: forward PanoramaRenderer calls to this service (default: in-process)"),
-    "downstream_timeout_s": _Opt("--downstream-timeout", "LDM3D_DOWNSTREAM_TIMEOUT_S", _positive_float, 600.0,
-                                 "gateway: deadline of a downstream call when the client set none (seconds)"),
-    "max_operations": _Opt("--max-operations", "LDM3D_MAX_OPERATIONS", _positive_int, 256,
-                           "gateway: long-running operations remembered (the oldest finished ones are forgotten)"),
-    "depth_model": _Opt("--depth-model", "LDM3D_DEPTH_MODEL", str, None,
-                        "DepthEvaluator.Estimate's DPT checkpoint: a folder in the hub layout or a hub id "
-                        "(e.g. Intel/dpt-large; `ldm3d make-tiny-depth-model DIR --kind dpt` for tests)"),
-    "reference_model": _Opt("--reference-model", "LDM3D_REFERENCE_MODEL", str, None,
-                            "DepthEvaluator.Evaluate's metric reference for RGB input: a ZoeDepth checkpoint "
-                            "(e.g. Intel/zoedepth-nyu)"),
-    "render_output_dir": _Opt("--render-output-dir", "LDM3D_RENDER_OUTPUT_DIR", str, None,
-                              "renderer: folder for ARTIFACT_DELIVERY_FILES jobs, one subfolder per job "
-                              "(default: none, files delivery is refused)"),
-    "render_max_running": _Opt("--render-max-running", "LDM3D_RENDER_MAX_RUNNING", _positive_int, 1,
-                               "renderer: jobs rendering at once (each uses every CPU core)"),
-    "render_max_queued": _Opt("--render-max-queued", "LDM3D_RENDER_MAX_QUEUED", _non_negative_int, 8,
-                              "renderer: jobs that may wait; beyond them Submit is RESOURCE_EXHAUSTED"),
-    "render_max_input_pixels": _Opt("--render-max-input-pixels", "LDM3D_RENDER_MAX_INPUT_PIXELS", _positive_int,
-                                    8192 * 4096, "renderer: largest input panorama, pixels"),
-    "render_max_eye_pixels": _Opt("--render-max-eye-pixels", "LDM3D_RENDER_MAX_EYE_PIXELS", _positive_int,
-                                  8192 * 4096, "renderer: largest eye of a 360 still, pixels"),
-    "render_max_frame_pixels": _Opt("--render-max-frame-pixels", "LDM3D_RENDER_MAX_FRAME_PIXELS", _positive_int,
-                                    3840 * 2160, "renderer: largest video frame (per eye), pixels"),
-    "render_max_frames": _Opt("--render-max-frames", "LDM3D_RENDER_MAX_FRAMES", _positive_int, 3600,
-                              "renderer: most frames in one video (seconds x fps)"),
-    "render_max_video360_pixels": _Opt("--render-max-video360-pixels", "LDM3D_RENDER_MAX_VIDEO360_PIXELS",
-                                       _positive_int, 4096 * 2048, "renderer: largest eye of a 360 video frame, pixels"),
-    "log_format": _Opt("--log-format", "LDM3D_LOG_FORMAT", str, "text", "log lines as text or JSON",
-                       ("text", "json")),
-}
-
-
 @dataclass(frozen=True)
 class ServeConfig:
-    """Everything one serving process needs. See :data:`OPTIONS` for each field's flag, variable and meaning."""
+    """Everything one serving process needs: each field is one option (flag, variable, meaning: ``--help``)."""
 
     service: str = "all"
-    checkpoint: str | None = None
-    repository: str | None = None
-    runtime: str = "embedded"
-    triton_url: str | None = None
-    model_name: str | None = None
-    host: str = "0.0.0.0"
-    port: int = 50051
-    metrics_port: int | None = 9464
-    max_message_mb: int = 64
-    grace_s: float = 30.0
-    max_running: int = 1
-    max_queued: int = 32
-    intra_op_threads: int | None = None
-    text_cache_size: int = 256
-    text_encoder_url: str | None = None
-    sampler_url: str | None = None
-    autoencoder_url: str | None = None
-    downstream_timeout_s: float = 600.0
-    max_operations: int = 256
-    depth_evaluator_url: str | None = None
-    renderer_url: str | None = None
-    depth_model: str | None = None
-    reference_model: str | None = None
-    render_output_dir: str | None = None
-    render_max_running: int = 1
-    render_max_queued: int = 8
-    render_max_input_pixels: int = 8192 * 4096
-    render_max_eye_pixels: int = 8192 * 4096
-    render_max_frame_pixels: int = 3840 * 2160
-    render_max_frames: int = 3600
-    render_max_video360_pixels: int = 4096 * 2048
-    log_format: str = "text"
+    checkpoint: str | None = _option(str, None,
+        "diffusers LDM3D checkpoint folder, run with torch (e.g. one from `ldm3d make-tiny-model`)")
+    repository: str | None = _option(str, None, "Triton model repository (`ldm3d export`), run by --runtime")
+    runtime: str = _option(str, "embedded", "runtime for --repository", choices=("embedded", "triton"))
+    triton_url: str | None = _option(_target, None, "Triton gRPC endpoint for --runtime triton")
+    model_name: str | None = _option(str, None,
+        "the name clients use (default: the checkpoint folder's name, or 'ldm3d' for a repository)")
+    host: str = _option(str, "0.0.0.0", "address to listen on")
+    port: int = _option(_port, 50051, "gRPC port (0: any free port, printed at start)")
+    metrics_port: int | None = _option(_metrics_port, 9464,
+        "Prometheus /metrics HTTP port (0: any free port; off: none)")
+    max_message_mb: int = _option(_positive_int, 64,
+        "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)")
+    grace_s: float = _option(_positive_float, 30.0,
+        "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled", flag="--grace")
+    max_running: int = _option(_positive_int, 1, "sampling jobs run at once (each uses every CPU core or the GPU)")
+    max_queued: int = _option(_non_negative_int, 32,
+        "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
+    intra_op_threads: int | None = _option(_positive_int, None,
+        "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else one per core of the node;"
+        " in a container set it to the CPU limit)")
+    text_cache_size: int = _option(_non_negative_int, 256, "prompts kept in the text encoder's LRU cache")
+    text_encoder_url: str | None = _option(_target, None, "gateway: the TextEncoder service (default: in-process)")
+    sampler_url: str | None = _option(_target, None, "gateway: the DiffusionSampler service (default: in-process)")
+    autoencoder_url: str | None = _option(_target, None, "gateway: the RGBDAutoencoder service (default: in-process)")
+    depth_evaluator_url: str | None = _option(_target, None,
+        "gateway: forward DepthEvaluator calls to this service (default: in-process)")
+    renderer_url: str | None = _option(_target, None,
+        "gateway: forward PanoramaRenderer calls to this service (default: in-process)")
+    downstream_timeout_s: float = _option(_positive_float, 600.0,
+        "gateway: deadline of a downstream call when the client set none (seconds)", flag="--downstream-timeout")
+    max_operations: int = _option(_positive_int, 256,
+        "gateway: long-running operations remembered (the oldest finished ones are forgotten)")
+    depth_model: str | None = _option(str, None,
+        "DepthEvaluator.Estimate's DPT checkpoint: a folder in the hub layout or a hub id (e.g. Intel/dpt-large; `ldm3d"
+        " make-tiny-depth-model DIR --kind dpt` for tests)")
+    reference_model: str | None = _option(str, None,
+        "DepthEvaluator.Evaluate's metric reference for RGB input: a ZoeDepth checkpoint (e.g. Intel/zoedepth-nyu)")
+    render_output_dir: str | None = _option(str, None,
+        "renderer: folder for ARTIFACT_DELIVERY_FILES jobs, one subfolder per job (default: none, files delivery is "
+        "refused)")
+    render_max_running: int = _option(_positive_int, 1, "renderer: jobs rendering at once (each uses every CPU core)")
+    render_max_queued: int = _option(_non_negative_int, 8,
+        "renderer: jobs that may wait; beyond them Submit is RESOURCE_EXHAUSTED")
+    render_max_input_pixels: int = _option(_positive_int, _LIMITS.max_input_pixels,
+        "renderer: largest input panorama, pixels")
+    render_max_eye_pixels: int = _option(_positive_int, _LIMITS.max_eye_pixels,
+        "renderer: largest eye of a 360 still, pixels")
+    render_max_frame_pixels: int = _option(_positive_int, _LIMITS.max_frame_pixels,
+        "renderer: largest video frame (per eye), pixels")
+    render_max_frames: int = _option(_positive_int, _LIMITS.max_frames,
+        "renderer: most frames in one video (seconds x fps)")
+    render_max_video360_pixels: int = _option(_positive_int, _LIMITS.max_video360_pixels,
+        "renderer: largest eye of a 360 video frame, pixels")
+    log_format: str = _option(str, "text", "log lines as text or JSON", choices=("text", "json"))
 
     def __post_init__(self):
         if self.service not in SERVICES:
@@ -207,6 +171,14 @@ class ServeConfig:
         return {}
 
     @property
+    def render_limits(self) -> RenderLimits:
+        """The renderer's :class:`~ldm3d.render.RenderLimits` from the ``render_max_*`` options."""
+        return RenderLimits(
+            max_input_pixels=self.render_max_input_pixels, max_eye_pixels=self.render_max_eye_pixels,
+            max_frame_pixels=self.render_max_frame_pixels, max_frames=self.render_max_frames,
+            max_video360_pixels=self.render_max_video360_pixels)
+
+    @property
     def max_message_bytes(self) -> int:
         return self.max_message_mb * 1024 * 1024
 
@@ -226,8 +198,7 @@ class ServeConfig:
             elif env.get(opt.env, "") != "":
                 raw, origin = env[opt.env], f"{opt.env} (for {opt.flag})"
             else:
-                values[name] = opt.default
-                continue
+                continue  # the field's default
             try:
                 value = opt.parse(str(raw))
             except ValueError as exc:
@@ -236,14 +207,22 @@ class ServeConfig:
                 raise InvalidArgument(f"{origin}={raw!r} is invalid: use one of {', '.join(opt.choices)}",
                                       field=opt.flag)
             values[name] = value
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        return cls(**values)
+
+
+# field name → option, in declaration order
+OPTIONS: dict[str, _Opt] = {
+    f.name: dataclasses.replace(o, flag=o.flag or "--" + f.name.replace("_", "-"),
+                                env=o.env or "LDM3D_" + f.name.upper())
+    for f in fields(ServeConfig) if (o := f.metadata.get("option"))
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare every option as a flag (default None, so that :meth:`ServeConfig.from_args` sees what was given)."""
     for name, opt in OPTIONS.items():
-        default = "none" if opt.default is None else opt.default
+        default = ServeConfig.__dataclass_fields__[name].default
+        default = "none" if default is None else default
         parser.add_argument(opt.flag, dest=name, default=None, choices=opt.choices,
                             metavar=None if opt.choices else name.upper(),
                             help=f"{opt.help} [env {opt.env}; default {default}]")

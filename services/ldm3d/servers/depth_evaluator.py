@@ -19,8 +19,6 @@ constant prediction are INVALID_ARGUMENT naming the proto field (docs/evaluation
 from __future__ import annotations
 
 import asyncio
-import contextvars
-import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,13 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import FailedPrecondition, InvalidArgument, LDM3DError, NotFound, invalid
+from ..errors import FailedPrecondition, InvalidArgument, LDM3DError, NotFound, invalid, renamed
 from ..evaluation import DepthMetrics, aligned_depth, depth_metrics
 from ..evaluation.depth_metrics import DEFAULT_SAMPLES, DEFAULT_SEED
 from ..v1 import common_pb2, depth_pb2_grpc
 from ..v1 import depth_pb2 as pb
-from . import tensors
+from ..wire import tensors
 from .config import ServeConfig
+from .jobs import in_thread
 
 DEFAULT_REFERENCE_SCALE_U16 = 1e-3  # 16-bit reference maps are millimetres unless the request says otherwise
 # the library's argument names → the request fields a client sets (per reference kind)
@@ -147,8 +146,7 @@ class DepthEvaluatorServicer(depth_pb2_grpc.DepthEvaluatorServicer):
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _in_thread(self, fn, *args, **kwargs) -> asyncio.Future:
-        ctx = contextvars.copy_context()  # the request id reaches log lines from the worker
-        return asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(ctx.run, fn, *args, **kwargs))
+        return in_thread(self._pool, fn, *args, **kwargs)
 
 
 def _pick(served: ServedDepthModel | None, model: str, version: str, model_field: str, version_field: str,
@@ -192,10 +190,7 @@ def _fields(fn, reference_field: str):
         try:
             return fn(*args, **kwargs)
         except LDM3DError as exc:
-            field = names.get(exc.field)
-            if field is None or field == exc.field:
-                raise
-            raise type(exc)(f"{field}: {exc.message}", field=field) from None
+            raise renamed(exc, names) from None
 
     return call
 

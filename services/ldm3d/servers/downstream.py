@@ -2,7 +2,7 @@
 
 Both give the same answers for the same inputs (tests check bit equality). The gRPC path sends the request id
 as ``x-request-id``, gives every call the gateway call's remaining deadline, and turns a failed call back into the
-typed error the downstream service raised (:func:`.status.from_rpc_error`), so codes, fields and retry hints
+typed error the downstream service raised (:func:`ldm3d.wire.status.from_rpc_error`), so codes, fields and retry hints
 reach the client unchanged; an unreachable service is UNAVAILABLE naming it.
 """
 
@@ -17,13 +17,13 @@ import numpy as np
 
 from ..errors import DeadlineExceeded
 from ..pipeline import EncodedText, GenerateParams
-from ..v1 import autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, sampler_pb2, sampler_pb2_grpc
+from ..v1 import autoencoder_pb2, autoencoder_pb2_grpc, common_pb2, sampler_pb2_grpc
 from ..v1 import text_encoder_pb2, text_encoder_pb2_grpc
-from . import tensors
-from .logs import REQUEST_ID_KEY
+from ..wire import ids, tensors
+from ..wire.generate import to_sample_request
+from ..wire.status import from_rpc_error
 from .models import ServedModel
 from .stages import Sampled, Stages, Step
-from .status import from_rpc_error
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class Call:
 
     @property
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        return ((REQUEST_ID_KEY, self.request_id),)
+        return ids.metadata(self.request_id)
 
 
 class LocalStages:
@@ -99,21 +99,17 @@ class RemoteStages:
             async for event in self.local.sample(served, cond, uncond, p, init, call):
                 yield event
             return
-        req = sampler_pb2.SampleRequest(
-            request_id=call.request_id, cond=tensors.to_tensor(cond),
-            uncond=None if uncond is None else tensors.to_tensor(uncond), height=p.height, width=p.width,
-            steps=p.steps, guidance_scale=p.guidance_scale, seed=p.seed, scheduler=p.scheduler,
-            num_images=p.num_images, init_latents=None if init is None else tensors.to_tensor(init),
-            strength=p.strength, model=served.name, version=served.version)
+        req = to_sample_request(p, cond, uncond, init, request_id=call.request_id, model=served.name,
+                                version=served.version)
         stream = self.sampler.Sample(req, timeout=call.timeout("sampling"), metadata=call.metadata)
         try:
             async for msg in stream:
                 if msg.HasField("progress"):
-                    yield Step(msg.progress.step, msg.progress.total, msg.progress.elapsed.ToNanoseconds() / 1e9)
+                    yield Step(*tensors.from_progress(msg.progress))
                 else:
                     r = msg.result
                     latents = tensors.from_tensor(r.latents, "latents", dtype="float32")
-                    yield Sampled(latents, r.queued.ToNanoseconds() / 1e9, r.sampling.ToNanoseconds() / 1e9)
+                    yield Sampled(latents, tensors.seconds(r.queued), tensors.seconds(r.sampling))
         except grpc.aio.AioRpcError as err:
             raise from_rpc_error(err, f"DiffusionSampler at {self.targets['sampler']}") from None
         finally:

@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 
 import grpc
 
 from ..errors import InvalidArgument
+from ..wire.ids import REQUEST_ID_KEY, new_request_id
+from ..wire.status import to_status
 from . import metrics
-from .logs import REQUEST_ID_KEY, request_id
-from .status import to_status
+from .logs import request_id
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def _check_decoded(request, method: str):
 
 def _bind_request_id(request, header_id: str) -> str:
     """The message's ``request_id``, else the metadata's, else a new one; written back so servicers echo it."""
-    rid = getattr(request, "request_id", "") or header_id or uuid.uuid4().hex
+    rid = getattr(request, "request_id", "") or header_id or new_request_id()
     if hasattr(request, "request_id") and not request.request_id:
         request.request_id = rid
     request_id.set(rid)

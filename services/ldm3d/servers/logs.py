@@ -1,6 +1,6 @@
 """Structured logs: one JSON object per line (or plain text), each carrying the request id of the call it serves.
 
-The id travels in the ``x-request-id`` metadata (and the messages' ``request_id`` field); the interceptor puts it
+The id travels in the ``x-request-id`` metadata (:mod:`ldm3d.wire.ids`) (and the messages' ``request_id`` field); the interceptor puts it
 in :data:`request_id`, a context variable, so every log line of a call — including lines logged from the worker
 thread that runs the model (``asyncio.to_thread`` copies the context) — carries it.
 """
@@ -12,7 +12,6 @@ import json
 import logging
 import time
 
-REQUEST_ID_KEY = "x-request-id"
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
 

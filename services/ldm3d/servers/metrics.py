@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
+from .admission import AdmissionMetrics
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 REQUESTS = Counter("ldm3d_grpc_requests", "Finished RPCs", ["method", "code"])
@@ -19,6 +21,7 @@ STEPS = Counter("ldm3d_sampler_steps", "Denoising steps run")
 QUEUE_DEPTH = Gauge("ldm3d_sampler_queue_depth", "Sampling jobs waiting for a slot")
 RUNNING = Gauge("ldm3d_sampler_running", "Sampling jobs running")
 REJECTED = Counter("ldm3d_sampler_rejected", "Sampling jobs refused by admission control (RESOURCE_EXHAUSTED)")
+SAMPLER_ADMISSION = AdmissionMetrics(QUEUE_DEPTH, RUNNING, REJECTED)
 MODEL_INFO = Gauge("ldm3d_model_info", "Model versions this process serves (value 1)",
                    ["model", "version", "runtime", "rgbd_channels"])
 TEXT_CACHE_HITS = Gauge("ldm3d_text_cache_hits", "Prompts served from the text encoder's LRU cache", ["model"])

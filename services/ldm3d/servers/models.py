@@ -73,7 +73,7 @@ class ModelRegistry:
             from ..repository import ModelRepository
 
             # the U-Net's served versions: the weights that fine-tuning publishes (a version number takes that
-            # version of all four models, see ldm3d.repository.spec_from_repository)
+            # version of all four models, see ldm3d.pipeline.spec.spec_from_repository)
             found |= {str(v) for v in ModelRepository(self.cfg.repository).served_versions("unet")}
         return sorted(found, key=lambda v: (not v.isdigit(), int(v) if v.isdigit() else 0, v))
 
@@ -90,7 +90,7 @@ class ModelRegistry:
 
             folder = resolve_checkpoint(cfg.checkpoint)
             if self.load_weights:
-                pipe = LDM3DPipeline.from_checkpoint(folder)
+                pipe = LDM3DPipeline.from_checkpoint(folder, text_cache_size=cfg.text_cache_size)
                 spec = pipe.spec
             else:
                 pipe, spec = None, PipelineSpec.from_checkpoint(folder)
@@ -99,14 +99,15 @@ class ModelRegistry:
         else:
             if self.load_weights:
                 pipe = LDM3DPipeline.from_repository(cfg.repository, runtime=cfg.runtime, triton_url=cfg.triton_url,
-                                                     version=version, **cfg.runtime_options)
+                                                     version=version, text_cache_size=cfg.text_cache_size,
+                                                     **cfg.runtime_options)
                 spec = pipe.spec
                 # load (and, embedded, sha256-verify) every model now: a corrupted file fails the start or the
                 # version's first request, never a generation half-way
                 for model, v in spec.versions.items():
                     pipe.runtime.metadata(model, v)
             else:
-                from ..repository import spec_from_repository
+                from ..pipeline.spec import spec_from_repository
 
                 pipe, spec = None, spec_from_repository(cfg.repository, version)
             name = cfg.model_name or "ldm3d"

@@ -1,4 +1,4 @@
-"""Long-running operations (``google.longrunning.Operation``) for generations: submit, poll, cancel.
+"""Long-running operations (``google.longrunning.Operation``) for generations and render jobs: submit, poll, cancel.
 
 Kept in this process's memory, the newest ``max_operations`` at most (finished ones are forgotten oldest first;
 running ones are never dropped). A durable queue belongs to the render workers' issue, not here.
@@ -11,15 +11,17 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 from google.longrunning import operations_pb2
 from google.protobuf import timestamp_pb2
 
 from ..errors import Cancelled, NotFound, ResourceExhausted
+from ..v1 import renderer_pb2
 from ..v1 import studio_pb2 as pb
-from . import tensors
+from ..wire import tensors
+from ..wire.status import status_proto
 from .stages import Step
-from .status import status_proto
 
 PREFIX = "operations/"
 
@@ -121,3 +123,32 @@ class Operations:
                 raise ResourceExhausted(f"{len(self._ops)} operations are running, the limit: wait for one to finish",
                                         retry_after_s=5.0)
             del self._ops[done]
+
+
+@dataclass(frozen=True)
+class RenderStep(Step):
+    """One finished unit of a render job (a :class:`Step`, so the operations store records it as progress)."""
+
+    message: str = ""
+
+
+class _RenderOp(_Op):
+    """An operation whose metadata is a ``RenderMetadata`` (same state/progress/time fields, plus a message)."""
+
+    def __init__(self, name: str, request_id: str):
+        super().__init__(name, request_id)
+        g = self.meta
+        self.meta = renderer_pb2.RenderMetadata(request_id=request_id, state=g.state, create_time=g.create_time,
+                                                update_time=g.update_time)
+
+    def touch(self, state=None, step: Step | None = None):
+        super().touch(state, step)
+        if isinstance(step, RenderStep):
+            self.meta.message = step.message
+
+
+class RenderOperations(Operations):
+    """The Studio's operations store, naming render jobs ``renders/<request id>``."""
+
+    prefix = "renders/"
+    op_class = _RenderOp

@@ -5,9 +5,9 @@ from __future__ import annotations
 from ..errors import invalid
 from ..v1 import sampler_pb2_grpc
 from ..v1 import sampler_pb2 as pb
-from . import tensors
+from ..wire import tensors
+from ..wire.generate import EMBEDDINGS_GIVEN, generate_params
 from .models import ModelRegistry
-from .requests import EMBEDDINGS_GIVEN, generate_params
 from .stages import Sampled, Stages
 
 

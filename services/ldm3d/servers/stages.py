@@ -1,28 +1,27 @@
 """The pipeline's three stages as async calls, shared by the stage servicers and the gateway's in-process path.
 
-Model work runs in worker threads so the event loop keeps streaming progress, answering health checks and
-accepting (or refusing) new calls. Sampling goes through :class:`~.admission.Admission`; when the awaiting call
-ends early (client cancel, deadline, shutdown) the loop is told to stop and stops within one step, and its
-admission slot is held until it has.
+Model work runs in worker threads (:mod:`.jobs`) so the event loop keeps streaming progress, answering health
+checks and accepting (or refusing) new calls. Sampling goes through :class:`~.admission.Admission`; when the
+awaiting call ends early (client cancel, deadline, shutdown) the loop is told to stop and stops within one step,
+and its admission slot is held until it has.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
-import functools
-import threading
 import time
+from contextlib import aclosing
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..pipeline import EncodedText, GenerateParams
 from .. import codec
-from . import metrics, tensors
+from ..pipeline import EncodedText, GenerateParams
+from ..wire import tensors
+from . import metrics
 from .admission import Admission
+from .jobs import Finished, in_thread, stream_in_thread
 from .models import ServedModel
 
 
@@ -47,12 +46,12 @@ class Stages:
         self._sampling = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="sampler")
 
     async def encode_text(self, served: ServedModel, prompts: list[str]) -> EncodedText:
-        enc = await _in_thread(None, served.require_pipeline().text.encode, prompts)
+        enc = await in_thread(None, served.require_pipeline().text.encode, prompts)
         metrics.TEXT_CACHE_HITS.labels(served.name).set(served.require_pipeline().text.cache_hits)
         return enc
 
     async def decode(self, served: ServedModel, latents: np.ndarray) -> np.ndarray:
-        return await _in_thread(None, served.require_pipeline().autoencoder.decode, latents)
+        return await in_thread(None, served.require_pipeline().autoencoder.decode, latents)
 
     async def decode_images(self, served: ServedModel, latents: np.ndarray, raw: bool):
         """Decode, then post-process like the pipeline: ``(decoded, [RGBD message per image])``."""
@@ -62,10 +61,10 @@ class Stages:
             _rgb_float, rgb_u8, depth = codec.decode_rgbd(decoded)
             return [tensors.rgbd(r, d, raw) for r, d in zip(rgb_u8, depth)]
 
-        return decoded, await _in_thread(None, to_messages)
+        return decoded, await in_thread(None, to_messages)
 
     async def encode_rgbd(self, served: ServedModel, rgb: np.ndarray, depth: np.ndarray) -> np.ndarray:
-        return await _in_thread(None, served.require_pipeline().autoencoder.encode, rgb, depth)
+        return await in_thread(None, served.require_pipeline().autoencoder.encode, rgb, depth)
 
     async def sample(self, served: ServedModel, cond: np.ndarray, uncond: np.ndarray | None, params: GenerateParams,
                      init_latents: np.ndarray | None = None) -> AsyncIterator[Step | Sampled]:
@@ -74,36 +73,29 @@ class Stages:
         t_arrive = time.perf_counter()
         async with self.admission.slot():
             t_start = time.perf_counter()
-            loop = asyncio.get_running_loop()
-            events: asyncio.Queue[Step | None] = asyncio.Queue()
-            stop = threading.Event()
             last = [t_start]
 
-            def on_step(step: int, total: int, elapsed: float) -> None:  # worker thread
-                now = time.perf_counter()
-                metrics.STEPS.inc()
-                metrics.STEP_SECONDS.observe(now - last[0])
-                last[0] = now
-                loop.call_soon_threadsafe(events.put_nowait, Step(step, total, elapsed))
+            def work(emit, stopped):  # worker thread
+                def on_step(step: int, total: int, elapsed: float) -> None:
+                    now = time.perf_counter()
+                    metrics.STEPS.inc()
+                    metrics.STEP_SECONDS.observe(now - last[0])
+                    last[0] = now
+                    emit(Step(step, total, elapsed))
 
-            job = _in_thread(self._sampling, sampler.sample, cond, uncond, params, on_step=on_step,
-                             should_stop=stop.is_set, init_latents=init_latents)
-            job.add_done_callback(lambda _: events.put_nowait(None))
-            try:
-                while (event := await events.get()) is not None:
-                    yield event
-                latents = job.result()
-            finally:
-                if not job.done():
-                    stop.set()  # polled before every step: the thread ends within one step
-                    await asyncio.wait([job])
+                # should_stop is polled before every step: the thread ends within one step of a cancel
+                return sampler.sample(cond, uncond, params, on_step=on_step, should_stop=stopped,
+                                      init_latents=init_latents)
+
+            # aclosing: however this generator ends, the thread has stopped before the slot is released
+            async with aclosing(stream_in_thread(self._sampling, work)) as events:
+                async for event in events:
+                    if isinstance(event, Finished):
+                        latents = event.value
+                    else:
+                        yield event
         yield Sampled(latents, t_start - t_arrive, time.perf_counter() - t_start)
 
     def close(self) -> None:
         self._sampling.shutdown(wait=False, cancel_futures=True)
 
-
-def _in_thread(pool, fn, *args, **kwargs) -> asyncio.Future:
-    """Run ``fn`` in ``pool`` (None: the loop's default) with this call's context (its request id for logs)."""
-    ctx = contextvars.copy_context()
-    return asyncio.get_running_loop().run_in_executor(pool, functools.partial(ctx.run, fn, *args, **kwargs))

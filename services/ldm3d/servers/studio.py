@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 
 from google.longrunning import operations_pb2
@@ -19,12 +18,13 @@ from ..errors import invalid
 from ..pipeline.ldm3d import generation_metadata
 from ..v1 import common_pb2, studio_pb2_grpc
 from ..v1 import studio_pb2 as pb
-from . import tensors
+from ..wire import tensors
+from ..wire.generate import generate_params
+from ..wire.ids import new_request_id
 from .autoencoder import read_rgbd
 from .downstream import Call, RemoteStages
 from .models import ModelRegistry, ServedModel
 from .operations import Operations
-from .requests import generate_params
 from .stages import Sampled, Step
 
 MAX_BATCH = 16
@@ -51,7 +51,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         if not 1 <= len(request.requests) <= MAX_BATCH:
             raise invalid("requests", f"<{len(request.requests)} requests>", f"send 1 to {MAX_BATCH}")
         for item in request.requests:
-            item.request_id = item.request_id or uuid.uuid4().hex
+            item.request_id = item.request_id or new_request_id()
         jobs = [self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
         deadline = self._call("", context).deadline
         # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would

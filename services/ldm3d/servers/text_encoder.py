@@ -6,7 +6,7 @@ from ..errors import invalid
 from ..pipeline.params import MAX_PROMPT_CHARS
 from ..v1 import text_encoder_pb2 as pb
 from ..v1 import text_encoder_pb2_grpc
-from . import tensors
+from ..wire import tensors
 from .models import ModelRegistry
 from .stages import Stages
 

@@ -5,7 +5,7 @@
     ldm3d depth --repository model_repository --repository-model depth_reference a.png --out reference/
 
 The checkpoint's ``model_type`` picks the model name (``dpt`` → ``depth_estimator``, ``zoedepth`` →
-``depth_reference``, shared DESIGN.md §2). Publishing is :func:`ldm3d.repository.export.publish_version`: staging
+``depth_reference``, shared DESIGN.md §2). Publishing is :func:`ldm3d.export.export.publish_version`: staging
 folder, ONNX Runtime vs torch on inputs of another batch size and spatial size than traced, config.pbtxt, manifest,
 atomic rename. The version folder also holds the checkpoint's ``config.json`` and ``preprocessor_config.json``, so
 :func:`ldm3d.evaluation.depth_models.load_depth_model_from_repository` needs nothing but the repository.
@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidArgument
+from ..models import hub
+from ..repository.layout import ModelRepository
 from .export import OPSET, ExportResult, publish_version
-from .layout import ModelRepository
 
 # the checkpoint files stored with each version (both are small JSON files)
 DEPTH_ASSETS = ("config.json", "preprocessor_config.json")
@@ -61,8 +62,8 @@ def export_depth_checkpoint(
     if src.is_dir() and not (src / "config.json").is_file() and (src / "model_index.json").is_file():
         raise InvalidArgument(
             f"model={str(checkpoint)!r} is a diffusers pipeline (model_index.json), not a depth checkpoint: export "
-            "it with `ldm3d export`; `ldm3d export-depth` takes DPT (Intel/dpt-large) or ZoeDepth "
-            "(Intel/zoedepth-nyu) folders or hub ids",
+            f"it with `ldm3d export`; `ldm3d export-depth` takes DPT ({hub.DPT}) or ZoeDepth ({hub.ZOEDEPTH}) "
+            "folders or hub ids",
             field="model",
         )
     kind = depth_models.depth_kind(str(checkpoint))

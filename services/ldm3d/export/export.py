@@ -12,7 +12,6 @@ The graphs are exactly the torch runtime's (:class:`ldm3d.runtime.torch_runtime.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import logging
 import shutil
 import time
@@ -24,9 +23,10 @@ import numpy as np
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..runtime.base import DIFFUSION_MODELS, MODEL_IO
-from .config import check_config_matches_graph, config_for_graph, config_from_dict, onnx_io, write_config
-from .layout import CONFIG, MODEL_FILE, ModelRepository
-from .manifest import write_manifest
+from ..repository.config import (check_config_matches_graph, config_for_graph, config_from_dict, onnx_io,
+                                 write_config)
+from ..repository.layout import ASSETS, CONFIG, MODEL_FILE, ModelRepository
+from ..repository.manifest import write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -44,22 +44,12 @@ DYNAMIC_AXES = {
                     "sample": {0: "batch", 2: "H", 3: "W"}},
     "vae_encoder": {"sample": {0: "batch", 2: "H", 3: "W"},
                     "latent_parameters": {0: "batch", 2: "h", 3: "w"}},
-    # depth models (ldm3d.repository.depth_export)
+    # depth models (ldm3d.export.depth_export)
     "depth_estimator": {"pixel_values": {0: "batch", 2: "height", 3: "width"},
                         "predicted_depth": {0: "batch", 1: "height", 2: "width"}},
     "depth_reference": {"pixel_values": {0: "batch", 2: "height", 3: "width"},
                         "predicted_depth": {0: "batch", 1: "height", 2: "width"}},
 }
-
-# checkpoint files stored with each version, so that a repository alone rebuilds the PipelineSpec
-ASSETS = {
-    "text_encoder": {"tokenizer": "tokenizer", "text_encoder/config.json": "text_encoder_config.json"},
-    "unet": {"unet/config.json": "unet_config.json", "scheduler/scheduler_config.json": "scheduler_config.json",
-             "model_index.json": "model_index.json"},
-    "vae_decoder": {"vae/config.json": "vae_config.json"},
-    "vae_encoder": {"vae/config.json": "vae_config.json"},
-}
-
 
 @dataclass(frozen=True)
 class ExportResult:
@@ -249,7 +239,8 @@ def export_models(
 ) -> list[ExportResult]:
     """Export in-memory fp32 modules (``text_encoder``, ``unet``, ``vae``) into ``repository`` as ``version``.
 
-    ``checkpoint`` (a diffusers folder) adds the config/tokenizer assets that :func:`spec_from_repository` reads.
+    ``checkpoint`` (a diffusers folder) adds the config/tokenizer assets that
+    :func:`ldm3d.pipeline.spec.spec_from_repository` reads.
     ``fused_attention`` exports U-Net attention as ONNX Runtime's ``MultiHeadAttention`` contrib op (tiled kernels on
     CUDA; on this CPU it saved only ~3 % of a 512² step's CPU time). The default keeps standard ONNX ops, which every
     backend, TensorRT's ONNX parser included, reads. ``source_extra`` is merged into each manifest's ``source``
@@ -373,7 +364,7 @@ def _write_model_config(repo: ModelRepository, model: str, version: int, inputs,
     path = repo.root / model / CONFIG
     existing = None
     if path.is_file():
-        from . import pbtxt
+        from ..repository import pbtxt
 
         existing = pbtxt.loads(path.read_text(), source=str(path))
     new = config_for_graph(model, inputs, outputs, existing)
@@ -414,55 +405,3 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, version: i
     modules = load_modules(folder)
     return export_models(modules, repository, version, models, fp16, opset, tolerance, checkpoint=folder,
                          checkpoint_hash=checkpoint_hash(folder), fused_attention=fused_attention)
-
-
-def spec_from_repository(repository: str | Path, version: int | None = None):
-    """Rebuild the :class:`~ldm3d.pipeline.spec.PipelineSpec` from the assets stored with the versions.
-
-    ``version`` is a release number (:mod:`ldm3d.repository.releases`; in a repository that records none, release
-    N = version N of every model); ``None`` takes the current release. ``spec.versions`` maps each model to the
-    version the runtime must be asked for, ``spec.release`` names the release.
-    """
-    from ..pipeline.spec import PipelineSpec
-    from .releases import read_releases
-
-    repo = ModelRepository(repository)
-    rel = read_releases(repo)
-    release = rel.current_release() if version is None else rel.get(version)
-    versions = dict(release.models)
-    for needed in ("text_encoder", "unet", "vae_decoder"):
-        if needed not in versions:
-            raise NotFound(f"repository={str(repository)!r} has no {needed!r} model (export a checkpoint into it "
-                           "with `ldm3d export`)", field="repository")
-
-    def asset(model: str, name: str) -> Path:
-        p = repo.version_dir(model, versions[model]) / name
-        if not p.exists():
-            raise FailedPrecondition(f"model {model!r} version {versions[model]}: {p} is missing (the version was "
-                                     "exported without its checkpoint's config files; re-export it with --model)")
-        return p
-
-    def read(model, name):
-        return json.loads(asset(model, name).read_text())
-
-    unet, vae, text = read("unet", "unet_config.json"), read("vae_decoder", "vae_config.json"), read(
-        "text_encoder", "text_encoder_config.json")
-    tok_dir = asset("text_encoder", "tokenizer")
-    tok_cfg = json.loads((tok_dir / "tokenizer_config.json").read_text()) if (
-        tok_dir / "tokenizer_config.json").is_file() else {}
-    manifest = repo.manifest("unet", versions["unet"])
-    return PipelineSpec(
-        source=str(Path(repository)),
-        tokenizer_dir=tok_dir,
-        scheduler_config=read("unet", "scheduler_config.json"),
-        vae_scaling_factor=float(vae.get("scaling_factor", 0.18215)),
-        vae_scale_factor=2 ** (len(vae["block_out_channels"]) - 1),
-        latent_channels=int(unet["in_channels"]),
-        rgbd_channels=int(vae["out_channels"]),
-        sample_size=int(unet["sample_size"]),
-        max_text_length=min(int(tok_cfg.get("model_max_length", 77)), int(text.get("max_position_embeddings", 77))),
-        text_hidden_size=int(text["hidden_size"]),
-        checkpoint_hash=manifest.get("source", {}).get("sha256", ""),
-        versions=versions,
-        release=release.number,
-    )

@@ -68,24 +68,33 @@ def from_tensor(t: pb.Tensor, field: str, *, dtype: str | None = None,
 
 def read_rgb(image: pb.Image, field: str) -> np.ndarray:
     """``Image`` → RGB ``uint8 [H, W, 3]``: an 8-bit PNG or a raw array."""
-    kind = image.WhichOneof("data")
-    if kind == "png":
-        _check_png(image.png, f"{field}.png")
-        return codec.read_rgb(image.png, field=f"{field}.png")
-    if kind == "array":
-        return from_tensor(image.array, f"{field}.array", dtype="uint8", shape=(None, None, 3))
-    raise invalid(field, None, "set png (an 8-bit PNG) or array (uint8 [H, W, 3])")
+    return _read_image(image, field, codec.read_rgb, "uint8", (None, None, 3), "an 8-bit PNG")
 
 
 def read_depth(image: pb.Image, field: str) -> np.ndarray:
     """``Image`` → depth ``uint16 [H, W]``: a 16-bit grayscale PNG or a raw array."""
+    return _read_image(image, field, codec.read_depth, "uint16", (None, None), "a 16-bit grayscale PNG")
+
+
+def _read_image(image: pb.Image, field: str, read_png, dtype: str, shape: tuple, png: str) -> np.ndarray:
     kind = image.WhichOneof("data")
     if kind == "png":
         _check_png(image.png, f"{field}.png")
-        return codec.read_depth(image.png, field=f"{field}.png")
+        return read_png(image.png, field=f"{field}.png")
     if kind == "array":
-        return from_tensor(image.array, f"{field}.array", dtype="uint16", shape=(None, None))
-    raise invalid(field, None, "set png (a 16-bit grayscale PNG) or array (uint16 [H, W])")
+        return from_tensor(image.array, f"{field}.array", dtype=dtype, shape=shape)
+    dims = ", ".join("H" if i == 0 else "W" if i == 1 else str(d) for i, d in enumerate(shape))
+    raise invalid(field, None, f"set png ({png}) or array ({dtype} [{dims}])")
+
+
+def read_rgbd(image: pb.RGBD, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """``RGBD`` → (rgb ``uint8 [H, W, 3]``, depth ``uint16 [H, W]``), both set and of the same size."""
+    if not image.HasField("rgb") or not image.HasField("depth"):
+        raise invalid(field, None, f"set both {field}.rgb (8-bit) and {field}.depth (16-bit) of the same size")
+    rgb = read_rgb(image.rgb, f"{field}.rgb")
+    depth = read_depth(image.depth, f"{field}.depth")
+    codec.check_same_size(rgb, depth, f"{field}.depth")
+    return rgb, depth
 
 
 def rgbd(rgb: np.ndarray, depth: np.ndarray, raw: bool) -> pb.RGBD:
@@ -108,8 +117,17 @@ def duration(seconds: float) -> duration_pb2.Duration:
     return d
 
 
+def seconds(d: duration_pb2.Duration) -> float:
+    return d.ToNanoseconds() / 1e9
+
+
 def progress(step: int, total: int, elapsed_s: float) -> pb.Progress:
     return pb.Progress(step=step, total=total, elapsed=duration(elapsed_s))
+
+
+def from_progress(p: pb.Progress) -> tuple[int, int, float]:
+    """``Progress`` → ``(step, total, elapsed_s)``."""
+    return p.step, p.total, seconds(p.elapsed)
 
 
 def _check_png(data: bytes, field: str) -> None:
