@@ -145,3 +145,26 @@ def test_an_existing_run_needs_resume_and_the_same_settings(tiny_model, prepared
     assert "--resume" in capsys.readouterr().err
     assert train_cli("unet", *common, "--steps", 2, "--resume", "--seed", 7) == 2
     assert "--seed" in capsys.readouterr().err
+
+
+def test_config_file_then_flags(prepared, tmp_path):
+    """Defaults < --config (YAML or TOML, option names) < flags; the typed config is what the run saves."""
+    import argparse
+
+    from ldm3d_training.config import UNetConfig
+
+    def parse(*argv):
+        p = argparse.ArgumentParser()
+        UNetConfig.add_arguments(p)
+        return UNetConfig.from_sources(p.parse_args([str(a) for a in argv]))
+
+    (tmp_path / "c.yaml").write_text("batch_size: 3\nlr: 2.0e-5\nema: true\nvalidation_prompts: [a, b, c]\n")
+    (tmp_path / "c.toml").write_text("batch-size = 5\nsnr_gamma = 5.0\n")
+    base = ["--model", "m", "--data", prepared, "--out", tmp_path / "run"]
+    cfg = parse(*base, "--config", tmp_path / "c.yaml", "--lr", "3e-5")
+    assert (cfg.batch_size, cfg.lr, cfg.ema, cfg.validation_prompts, cfg.steps) == (3, 3e-5, True, ["a", "b", "c"], 1000)
+    cfg = parse(*base, "--config", tmp_path / "c.toml")
+    assert (cfg.batch_size, cfg.snr_gamma, cfg.lr) == (5, 5.0, 1e-5)
+    assert parse(*base).batch_size == 32  # the paper's stage-2 default
+    cfg.save(tmp_path)
+    assert json.loads((tmp_path / "config.json").read_text())["stage"] == "unet"

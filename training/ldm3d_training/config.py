@@ -72,6 +72,7 @@ class TrainConfig:
                 kw["metavar"] = f.name.upper() if tp is str else tp.__name__.upper()
             if "choices" in meta:
                 kw["choices"] = meta["choices"]
+                kw.pop("metavar", None)  # argparse shows {a,b,c}
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             if not meta.get("required") and tp is not bool:
                 kw["help"] += f" (default: {default})"
