@@ -141,7 +141,7 @@ def main(argv=None) -> int:
         # One process with every core's threads, and with one thread: on a shared, loaded machine OpenMP's
         # barriers with more threads than free cores can be several times slower than one thread.
         cores = os.cpu_count() or 1
-        runs = {t: run_stage(stage, ckpt, prep, work / f"run-{stage}-1-{t}", args, 1, t)
+        runs = {t: run_stage(stage, ckpt, prep, work / f"run-{args.preset}-{stage}-1-{t}", args, 1, t)
                 for t in sorted({cores, 1}, reverse=True)}
         ok = {t: r for t, r in runs.items() if "error" not in r}
         best = max(ok, key=lambda t: ok[t]["samples_per_s"]) if ok else None
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
             "  ".join(f"{r['samples_per_s']:.2f} samples/s ({t} thr)" for t, r in ok.items()) if ok
             else f"failed: {one['error']}")
         if not args.no_scaling and ok:
-            two = run_stage(stage, ckpt, prep, work / f"run-{stage}-2", args, 2, max(1, cores // 2))
+            two = run_stage(stage, ckpt, prep, work / f"run-{args.preset}-{stage}-2", args, 2, max(1, cores // 2))
             entry["2_processes"] = two
             if "error" not in two:
                 entry["scaling_2_vs_1"] = two["samples_per_s"] / one["samples_per_s"]

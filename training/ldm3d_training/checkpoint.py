@@ -53,14 +53,27 @@ def checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if p.name.startswith("step-") and (p / FILE).is_file())
 
 
+def _host(v: torch.Tensor, seen: set) -> torch.Tensor:
+    """A CPU view of ``v`` for saving, without a copy when it is on the CPU already (the SD U-Net's weights and Adam
+    state are ~10 GB: copying them all at once is what runs a 23 GB machine out of memory); shared storages (tied
+    weights) are copied, as safetensors refuses them."""
+    v = v.detach().cpu().contiguous()
+    key = (v.untyped_storage().data_ptr(), v.storage_offset())
+    if key in seen or v.untyped_storage().nbytes() != v.numel() * v.element_size():
+        v = v.clone()
+    seen.add((v.untyped_storage().data_ptr(), v.storage_offset()))
+    return v
+
+
 def save(run: Path, step: int, modules: dict, optimizers: dict, schedulers: dict, state: dict,
          rng_all: list[tuple[dict, dict]], extra: dict[str, torch.Tensor] | None = None, keep: int = 3) -> Path:
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
+    seen: set = set()
     for name, m in modules.items():
         for k, v in m.state_dict().items():
-            tensors[f"model.{name}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+            tensors[f"model.{name}.{k}"] = _host(v, seen)
     groups = {}
     for name, opt in optimizers.items():
         sd = opt.state_dict()
@@ -69,16 +82,16 @@ def save(run: Path, step: int, modules: dict, optimizers: dict, schedulers: dict
         for idx, st in sd["state"].items():
             for k, v in st.items():
                 if torch.is_tensor(v):
-                    tensors[f"optim.{name}.{idx}.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+                    tensors[f"optim.{name}.{idx}.{k}"] = _host(v, seen)
                 else:
                     scalars[f"{idx}.{k}"] = v
         groups[name] = {"param_groups": sd["param_groups"], "scalars": scalars}
     for k, v in (extra or {}).items():
-        tensors[f"extra.{k}"] = v.detach().to("cpu", copy=True).contiguous()
+        tensors[f"extra.{k}"] = _host(v, seen)
     rng_meta = []
     for rank, (t, m) in enumerate(rng_all):
         for k, v in t.items():
-            tensors[f"rng.{rank}.{k}"] = v.cpu().contiguous()
+            tensors[f"rng.{rank}.{k}"] = _host(v, seen)
         rng_meta.append(m)
     meta = {"step": step, **state, "optimizers": groups,
             "schedulers": {n: s.state_dict() for n, s in schedulers.items()}, "rng": rng_meta}
