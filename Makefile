@@ -6,12 +6,12 @@ BIN     := $(VENV)/bin
 PIP     := $(BIN)/pip --disable-pip-version-check
 DEMO    := demo
 PROMPT  ?= a cozy wooden cabin in a snowy pine forest at dusk
-APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl
+APT_PKGS := ffmpeg libusb-1.0-0 libimage-exiftool-perl chromium redis-server
 
 .PHONY: help venv system-deps triton demo test test-all bench protos clean
 
 help:
-	@echo "make demo      set up .venv/ and run text -> RGBD -> 360 render on a tiny offline model"
+	@echo "make demo      set up .venv/ and run text -> RGBD -> 360 (ldm3d pano) on a tiny offline model; then ldm3d view"
 	@echo "make test      run the test suite (what CI runs)"
 	@echo "make triton    install a CPU tritonserver under .triton/ (for --runtime triton and its tests)"
 	@echo "make bench     run the benchmarks (bench/*.py); see bench/README.md"
@@ -31,11 +31,15 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps lpips==0.1.4
 	touch $@
 
-# ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata). Installed only if missing.
+# ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata), chromium (the viewer's browser tests,
+# headless with software WebGL; playwright drives it, no browser download), redis-server (durable jobs: the tests
+# start their own on a free port; scripts/redis.sh for development). Installed only if missing.
 system-deps:
 	@missing=""; \
 	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
 	command -v exiftool >/dev/null || missing="$$missing libimage-exiftool-perl"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	ldconfig -p | grep -q libusb-1.0 || missing="$$missing libusb-1.0-0"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PKGS) >/dev/null; \
@@ -60,6 +64,7 @@ bench: venv system-deps
 	$(BIN)/python bench/runtime.py --preset tiny
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/render.py
+	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/train.py
 
 protos: venv

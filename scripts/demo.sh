@@ -6,6 +6,7 @@
 #   4. text -> RGBD on the embedded ONNX Runtime    (ldm3d generate --repository)
 #   5. the same through the gRPC platform           (ldm3d serve all + ldm3d generate --server)
 #   6. RGBD -> ODS still, orbit MP4, .glb mesh      (ldm3d render)
+#   7. text -> seamless 360 RGBD panorama -> ODS still, 360 stereo MP4, .glb and a viewer page   (ldm3d pano)
 set -euo pipefail
 OUT="${1:-demo}"
 PROMPT="${2:-a cozy wooden cabin in a snowy pine forest at dusk}"
@@ -42,4 +43,10 @@ step "6. RGBD -> 360: an ODS stereo still (left eye on top), a camera-move MP4 a
 ldm3d render --rgb "$OUT/out/cabin_rgb.png" --depth "$OUT/out/cabin_depth.png" --out "$OUT/render" \
     --ods --path orbit --seconds 2 --fps 12 --size 640x360 --mesh glb
 
+step "7. text -> a seamless 360 RGBD panorama -> ODS still, 360 stereo MP4, .glb mesh and the viewer page"
+ldm3d pano --model "$OUT/tiny" --prompt "$PROMPT" --out "$OUT/pano" --height 256 --width 512 --seed 42 \
+    --steps 20 --scheduler ddim --seconds 2 --fps 12 --size 640x360
+
 printf '\nDone. Outputs are in %s/. (Random weights: the images are noise-like; real checkpoints load the same way.)\n' "$OUT"
+printf '\nLook around the 360 scene in your browser:\n    %s view %s/pano      # then open http://127.0.0.1:8360/\n' \
+    "$(command -v ldm3d)" "$OUT"

@@ -49,6 +49,9 @@ class TritonPythonModel:
                     "truncated); not loaded")
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         opts = ort.SessionOptions()
+        # no busy-waiting pool threads between calls: beside other instances and the sampler on a few CPU cores they
+        # take the cores the working threads need (the embedded runtime does the same)
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if int(params.get("intra_op_thread_count", 0) or 0) > 0:
             opts.intra_op_num_threads = int(params["intra_op_thread_count"])
         if int(params.get("inter_op_thread_count", 0) or 0) > 0:

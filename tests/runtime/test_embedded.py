@@ -169,13 +169,13 @@ def test_pipeline_from_repository_matches_torch(exported_repository, tiny_model)
 
 
 def test_batches_over_the_configs_max_batch_size_are_split(exported_repository, tiny_model):
-    """6 images with guidance are 12 U-Net samples a step; config.pbtxt allows 8 (Triton refuses more), so the
-    sampler sends 8 + 4 and the images still match torch's single batch."""
+    """9 images with guidance are 18 U-Net samples a step; config.pbtxt allows 16 (Triton refuses more), so the
+    sampler sends 16 + 2 and the images still match torch's single batch."""
     from ldm3d.pipeline import GenerateParams, LDM3DPipeline
 
-    params = GenerateParams("a red barn", steps=2, seed=1, num_images=6, scheduler="ddim")
+    params = GenerateParams("a red barn", steps=2, seed=1, num_images=9, scheduler="ddim")
     pipe = LDM3DPipeline.from_repository(exported_repository)
-    assert pipe.runtime.metadata("unet").extra["max_batch_size"] == 8
+    assert pipe.runtime.metadata("unet").extra["max_batch_size"] == 16
     got, want = pipe(params), LDM3DPipeline.from_checkpoint(tiny_model)(params)
-    assert len(got.rgb) == 6
+    assert len(got.rgb) == 9
     np.testing.assert_allclose(got.decoded, want.decoded, atol=1e-3)

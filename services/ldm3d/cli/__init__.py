@@ -16,7 +16,7 @@ from ..errors import LDM3DError
 
 # module name → registered subcommands; a module that fails to import (a missing optional extra) is reported
 # when its command is used, not when any other command runs.
-_MODULES = ("generate", "tiny", "models", "serve", "render", "depth", "evaluate")
+_MODULES = ("generate", "tiny", "models", "serve", "worker", "render", "depth", "evaluate", "pano", "view")
 
 log = logging.getLogger("ldm3d")
 

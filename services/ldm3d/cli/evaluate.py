@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     src = p.add_argument_group("model (one of)")
     src.add_argument("--model", metavar="DIR_OR_ID", help="diffusers LDM3D checkpoint folder or hub id (torch)")
     src.add_argument("--repository", metavar="DIR", help="Triton model repository (embedded ONNX Runtime)")
+    src.add_argument("--version", type=int, metavar="N",
+                     help="with --repository: the release to evaluate (default: the current one); `ldm3d models "
+                          "promote --require-eval` compares the reports of two releases")
     d = p.add_argument_group("data")
     d.add_argument("--captions", required=True, type=Path, metavar="FILE",
                    help="one caption per line, or a COCO captions JSON (annotations[].caption)")  # fmt: skip
@@ -80,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import EvaluateConfig, report_markdown, run_evaluation
 
     config = EvaluateConfig(
-        captions=args.captions, out=args.out, model=args.model, repository=args.repository, limit=args.limit,
+        captions=args.captions, out=args.out, model=args.model, repository=args.repository, version=args.version,
+        limit=args.limit,
         height=args.height, width=args.width, steps=args.steps, scheduler=args.scheduler,
         guidance_scale=args.guidance, seed=args.seed,
         metrics=tuple(m.strip() for m in args.metrics.split(",") if m.strip()),

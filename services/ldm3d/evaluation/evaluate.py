@@ -57,6 +57,7 @@ class EvaluateConfig:
     out: Path  # the report (JSON); per-sample files go to <out stem>.samples/ beside it
     model: str | None = None  # diffusers LDM3D folder or hub id (torch runtime)
     repository: str | None = None  # or a Triton model repository (embedded ONNX Runtime)
+    version: int | None = None  # the repository's release to evaluate (default: the current release)
     limit: int | None = None  # the first N captions
     height: int = 512
     width: int = 512
@@ -186,7 +187,7 @@ def _pipeline(config: EvaluateConfig):
 
     if config.model is not None:
         return LDM3DPipeline.from_checkpoint(config.model)
-    return LDM3DPipeline.from_repository(config.repository)
+    return LDM3DPipeline.from_repository(config.repository, version=config.version)
 
 
 def _load_scorers(config: EvaluateConfig, fid_features, is_features) -> _Scorers:
@@ -420,6 +421,7 @@ def _report(config, captions: Captions, pipe, s: _Scorers, rows, notes, details,
             "runtime": pipe.runtime.kind,
             "checkpoint_sha256": pipe.spec.checkpoint_hash,
             "versions": dict(pipe.spec.versions),  # repository model versions (empty for a checkpoint folder)
+            "release": pipe.spec.release,  # the repository release those versions make (None for a checkpoint)
             "height": config.height,
             "width": config.width,
             "steps": config.steps,

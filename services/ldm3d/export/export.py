@@ -235,6 +235,7 @@ def export_models(
     checkpoint: str | Path | None = None,
     checkpoint_hash: str = "",
     fused_attention: bool = False,
+    seamless: bool = False,
     source_extra: dict | None = None,
 ) -> list[ExportResult]:
     """Export in-memory fp32 modules (``text_encoder``, ``unet``, ``vae``) into ``repository`` as ``version``.
@@ -243,8 +244,10 @@ def export_models(
     :func:`ldm3d.pipeline.spec.spec_from_repository` reads.
     ``fused_attention`` exports U-Net attention as ONNX Runtime's ``MultiHeadAttention`` contrib op (tiled kernels on
     CUDA; on this CPU it saved only ~3 % of a 512² step's CPU time). The default keeps standard ONNX ops, which every
-    backend, TensorRT's ONNX parser included, reads. ``source_extra`` is merged into each manifest's ``source``
-    (``ldm3d-train publish`` records the training run there).
+    backend, TensorRT's ONNX parser included, reads.
+    ``seamless`` bakes circular x padding into the U-Net and VAE graphs (:mod:`ldm3d.models.seamless`: Slice +
+    Concat, not a circular Pad op) and records it in their manifests (``export.seamless``).
+    ``source_extra`` is merged into each manifest's ``source`` (``ldm3d-train publish`` records the training run there).
     Raises ``InvalidArgument`` when the version exists, ``FailedPrecondition`` when a graph misses ``tolerance``.
     """
     root = Path(repository)
@@ -260,6 +263,12 @@ def export_models(
         if (root / model / str(version)).exists():
             raise InvalidArgument(f"version={version} is invalid: {root / model / str(version)} exists already (pick "
                                   f"another --version, or `ldm3d models remove` it first)", field="version")
+    from ..models.seamless import make_switchable, seamless_padding
+
+    if seamless:
+        for name in ("unet", "vae"):
+            if name in modules:
+                make_switchable(modules[name])  # plain unless switched on: the caller's modules behave as before
     graphs = _graphs(modules)
     source = {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules", "sha256": checkpoint_hash,
               **(source_extra or {})}
@@ -267,16 +276,21 @@ def export_models(
     for model in models:
         mult = _latent_multiple(model, modules)
         fused = fused_attention and model == "unet"
-        results.append(publish_version(
-            repo, model, version, graphs[model]().eval(),
-            trace_inputs=_sample_inputs(model, modules, 2, (2 * mult, 2 * mult), seed=0),
-            # parity at another batch size and a non-square size than traced
-            check_inputs=_sample_inputs(model, modules, 1, (4 * mult, 3 * mult), seed=1),
-            source=source, fp16=fp16, opset=opset, tolerance=tolerance,
-            assets=(lambda staging, model=model: _copy_assets(Path(checkpoint), model, staging))
-            if checkpoint is not None else None,
-            fused_attention=fused,
-            export_extra={"attention": "com.microsoft.MultiHeadAttention" if fused else "standard ONNX ops"}))
+        wraps = model != "text_encoder"
+        extra = {"attention": "com.microsoft.MultiHeadAttention" if fused else "standard ONNX ops"}
+        if wraps:
+            extra["seamless"] = bool(seamless)
+        with seamless_padding(seamless and wraps):  # traced and parity-checked with the padding it will serve
+            results.append(publish_version(
+                repo, model, version, graphs[model]().eval(),
+                trace_inputs=_sample_inputs(model, modules, 2, (2 * mult, 2 * mult), seed=0),
+                # parity at another batch size and a non-square size than traced
+                check_inputs=_sample_inputs(model, modules, 1, (4 * mult, 3 * mult), seed=1),
+                source=source, fp16=fp16, opset=opset, tolerance=tolerance,
+                assets=(lambda staging, model=model: _copy_assets(Path(checkpoint), model, staging))
+                if checkpoint is not None else None,
+                fused_attention=fused,
+                export_extra=extra))
     return results
 
 
@@ -395,7 +409,8 @@ def _copy_assets(checkpoint: Path, model: str, dest: Path) -> None:
 
 def export_checkpoint(checkpoint: str | Path, repository: str | Path, version: int | None = None,
                       models=DIFFUSION_MODELS, fp16: bool = False, opset: int = OPSET,
-                      tolerance: float | None = None, fused_attention: bool = False) -> list[ExportResult]:
+                      tolerance: float | None = None, fused_attention: bool = False,
+                      seamless: bool = False) -> list[ExportResult]:
     """Load a diffusers LDM3D folder (fp32) and :func:`export_models` it with its assets."""
     from ..pipeline.spec import PipelineSpec, checkpoint_hash
     from ..runtime.torch_runtime import load_modules, resolve_checkpoint
@@ -404,4 +419,4 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, version: i
     PipelineSpec.from_checkpoint(folder, hash_weights=False)  # a clear error for a folder that is not LDM3D
     modules = load_modules(folder)
     return export_models(modules, repository, version, models, fp16, opset, tolerance, checkpoint=folder,
-                         checkpoint_hash=checkpoint_hash(folder), fused_attention=fused_attention)
+                         checkpoint_hash=checkpoint_hash(folder), fused_attention=fused_attention, seamless=seamless)

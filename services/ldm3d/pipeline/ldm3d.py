@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import codec
+from ..models.seamless import seamless_padding
 from ..runtime import ModelRuntime, create_runtime
 from .autoencoder import RGBDAutoencoder
 from .params import GenerateParams
@@ -70,6 +71,10 @@ class LDM3DPipeline:
         t0 = time.perf_counter()
         # 1. check inputs, fill the checkpoint's defaults, draw the seed
         p = params.resolved(self.spec)
+        with seamless_padding(p.seamless):  # the torch runtime pads per call as asked; ONNX graphs have it baked
+            return self._generate(p, on_step, should_stop, t0)
+
+    def _generate(self, p: GenerateParams, on_step, should_stop, t0: float) -> GenerateResult:
         # 2. encode the prompt (and the negative prompt for classifier-free guidance)
         cond = self.text.encode([p.prompt])
         uncond = self.text.encode([p.negative_prompt]) if p.do_classifier_free_guidance else None
@@ -108,6 +113,7 @@ def generation_metadata(spec: PipelineSpec, runtime_kind: str, p: GenerateParams
         "scheduler": p.scheduler,
         "num_images": p.num_images,
         "image_to_image": None if p.init_rgb is None else {"strength": p.strength},
+        "seamless": p.seamless,
         "prompt_tokens": tokens,
         "truncated_tokens": truncated,
         "model": {

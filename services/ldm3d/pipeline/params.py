@@ -42,6 +42,9 @@ class GenerateParams:
     init_rgb: np.ndarray | None = None
     init_depth: np.ndarray | None = None
     strength: float = 0.8
+    # circular x padding so a panorama's left and right edges meet; None = on for 2:1 sizes (torch runtime) or as
+    # the repository's graphs were exported (`ldm3d export --seamless`)
+    seamless: bool | None = None
 
     @property
     def do_classifier_free_guidance(self) -> bool:
@@ -58,7 +61,19 @@ class GenerateParams:
             seed=self.seed if self.seed is not None else secrets.randbelow(2**32),
         )
         p.validate(spec)
-        return p
+        return replace(p, seamless=p._resolved_seamless(spec))
+
+    def _resolved_seamless(self, spec: PipelineSpec) -> bool:
+        if spec.seamless is None:  # chosen per request: default on for an equirectangular 2:1 size
+            return bool(self.seamless) if self.seamless is not None else int(self.width) == 2 * int(self.height)
+        if self.seamless is not None and bool(self.seamless) != spec.seamless:
+            raise _bad("seamless", bool(self.seamless),
+                       "this model repository's U-Net and VAE were exported "
+                       + ("with --seamless: they always wrap; export again without --seamless into another "
+                          "repository (or version) for plain padding" if spec.seamless else
+                          "without --seamless: re-export them with `ldm3d export --seamless`, or run the checkpoint "
+                          "with --model (torch, chosen per request)"))
+        return spec.seamless
 
     def validate(self, spec: PipelineSpec) -> None:
         if not isinstance(self.prompt, str) or not self.prompt.strip():

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 from ..errors import InvalidArgument
+
+# diffusers imports its classes lazily on first attribute access, and that is not thread-safe: two requests
+# creating their first DPM++ scheduler at once in a fresh server saw "module 'diffusers' has no attribute ...".
+_IMPORT_LOCK = threading.Lock()
 
 # name → (diffusers class, config overrides). Each is built from the checkpoint's own scheduler config, as
 # diffusers' `Scheduler.from_config(pipe.scheduler.config)` does, so betas and offsets follow the checkpoint.
@@ -32,10 +38,11 @@ def check_name(name: str, field: str = "scheduler") -> str:
 
 def create_scheduler(name: str, base_config: dict):
     """A fresh scheduler instance (schedulers are stateful: one per generation)."""
-    import diffusers
-
     cls_name, overrides = SCHEDULERS[check_name(name)]
-    cls = getattr(diffusers, cls_name)
+    with _IMPORT_LOCK:
+        import diffusers
+
+        cls = getattr(diffusers, cls_name)
     config = {k: v for k, v in base_config.items() if not k.startswith("_")}
     if base_config.get("_class_name") == cls_name:
         return cls.from_config(config)

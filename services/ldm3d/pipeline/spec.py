@@ -48,6 +48,9 @@ class PipelineSpec:
     checkpoint_hash: str = ""  # sha256 over the config + weight files' contents (short form in metadata)
     versions: dict = field(default_factory=dict)  # model name → version (repository runtimes)
     release: int | None = None  # the release those versions make (repository runtimes; 0 = unreleased mix)
+    # seamless (circular x) padding: None = chosen per request (torch runtime); True/False = baked into the ONNX
+    # graphs by `ldm3d export [--seamless]` (repository runtimes), recorded in the versions' manifests
+    seamless: bool | None = None
 
     @property
     def default_height(self) -> int:
@@ -99,7 +102,7 @@ class PipelineSpec:
     @classmethod
     def from_configs(cls, *, source: str, tokenizer_dir: Path, scheduler_config: dict, unet: dict, vae: dict,
                      text: dict, tokenizer: dict, checkpoint_hash: str = "", versions: dict | None = None,
-                     release: int | None = None, where: str = "") -> PipelineSpec:
+                     release: int | None = None, where: str = "", seamless: bool | None = None) -> PipelineSpec:
         """The one builder: a spec from a checkpoint's ``unet``, ``vae``, ``text_encoder`` and tokenizer configs."""
         if vae.get("out_channels") not in (4, 6):
             raise InvalidArgument(
@@ -120,6 +123,7 @@ class PipelineSpec:
             checkpoint_hash=checkpoint_hash,
             versions=dict(versions or {}),
             release=release,
+            seamless=seamless,
         )
 
 
@@ -154,6 +158,13 @@ def spec_for_release(repository: str | Path, release) -> PipelineSpec:
                                      "exported without its checkpoint's config files; re-export it with --model)")
         return p
 
+    # seamless padding is baked into the U-Net and VAE graphs (`ldm3d export --seamless`): they must agree
+    seamless = {m: bool(repo.manifest(m, v).get("export", {}).get("seamless", False)) for m, v in versions.items()
+                if m != "text_encoder"}
+    if len(set(seamless.values())) > 1:
+        raise FailedPrecondition(
+            f"repository={str(repository)!r}: the U-Net and VAE versions disagree on seamless padding ({seamless}); "
+            "export them together with or without `ldm3d export --seamless`")
     tok_dir = asset("text_encoder", "tokenizer")
     tok_cfg = tok_dir / "tokenizer_config.json"
     return PipelineSpec.from_configs(
@@ -167,6 +178,7 @@ def spec_for_release(repository: str | Path, release) -> PipelineSpec:
         checkpoint_hash=repo.manifest("unet", versions["unet"]).get("source", {}).get("sha256", ""),
         versions=versions,
         release=release.number,
+        seamless=seamless["unet"],
     )
 
 

@@ -12,12 +12,19 @@ Steps, in order: check the request against :class:`RenderLimits` → build the d
 camera-move video → the 360 video → meshes. ``progress(done, total, message)`` is called after every unit of work
 (a still, a frame, a mesh); ``cancelled()`` is polled between them and raises :class:`~ldm3d.errors.Cancelled`.
 Every file is written under a temporary name and renamed when complete.
+
+Resumable jobs (the durable queue's workers, :mod:`ldm3d.jobs`): with ``checkpoint_dir`` every video is encoded in
+segments of up to 4 seconds kept there, and the frames of the segment in progress are kept raw (:func:`_segmented_video`);
+a rerun of the same job reuses them instead of rendering them again, and artifacts already complete in
+``out_dir`` (an earlier run's ``ods.png``, a finished MP4) are reused as they are. The caller removes
+``checkpoint_dir`` when the job is done.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -212,8 +219,10 @@ def _check_size(name: str, size, max_pixels: int, even: bool = False) -> None:
 class _Sink:
     """Writes artifacts to ``out_dir`` (atomically) or keeps them as bytes; counts progress; polls cancellation."""
 
-    def __init__(self, out_dir, total: int, progress: Progress | None, cancelled: Callable[[], bool] | None):
+    def __init__(self, out_dir, total: int, progress: Progress | None, cancelled: Callable[[], bool] | None,
+                 resume: bool = False):
         self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.resume = resume
         self.total, self.done = total, 0
         self.progress, self.cancelled = progress, cancelled
         self.artifacts: list[Artifact] = []
@@ -227,6 +236,18 @@ class _Sink:
         if self.progress is not None:
             self.progress(self.done, self.total, message)
         self.check()
+
+    def reuse(self, name: str, media_type: str, **metadata) -> bool:
+        """Resuming: an artifact an earlier run of this job finished (renamed into place, so complete) is kept."""
+        if not (self.resume and self.out_dir is not None and (self.out_dir / name).is_file()):
+            return False
+        self.artifacts.append(Artifact(name, media_type, self.out_dir / name, None, metadata))
+        return True
+
+    def skip(self, units: int, message: str) -> None:
+        """Count ``units`` as done without doing them (their artifact was reused)."""
+        self.done += units - 1
+        self.step(message)
 
     def add(self, name: str, media_type: str, data: bytes, **metadata) -> None:
         if self.out_dir is not None:
@@ -255,8 +276,12 @@ def render_job(
     progress: Progress | None = None,
     cancelled: Callable[[], bool] | None = None,
     limits: RenderLimits = RenderLimits(),
+    checkpoint_dir: str | os.PathLike | None = None,
 ) -> RenderResult:
-    """Run one render job; returns its artifacts (files in ``out_dir``, or bytes when ``out_dir`` is None)."""
+    """Run one render job; returns its artifacts (files in ``out_dir``, or bytes when ``out_dir`` is None).
+
+    ``checkpoint_dir``: keep finished frames there and reuse those (and finished artifacts) of an earlier run.
+    """
     # 1. Check the request and build the displaced sphere.
     check_spec(spec, limits)
     pano = panorama_for(spec)
@@ -269,15 +294,19 @@ def render_job(
     frames = n_frames(spec) if spec.path is not None else 0
     if spec.video360:
         _check_size("eye_size", eye, limits.max_video360_pixels, even=True)
-    sink = _Sink(out_dir, job_units(spec), progress, cancelled)
+    sink = _Sink(out_dir, job_units(spec), progress, cancelled, resume=checkpoint_dir is not None)
+    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     sink.check()
 
     # 2. Stills.
     if spec.ods:
-        sink.add("ods.png", "image/png", encode_png(render_ods(pano, eye, spec.ipd)), stereo="top-bottom", eye_size=eye)
+        if not sink.reuse("ods.png", "image/png", stereo="top-bottom", eye_size=eye):
+            sink.add("ods.png", "image/png", encode_png(render_ods(pano, eye, spec.ipd)), stereo="top-bottom",
+                     eye_size=eye)
         sink.step("ODS stereo still")
     if spec.mono360:
-        sink.add("mono360.png", "image/png", encode_png(render_equirect(pano, eye, "mono")), eye_size=eye)
+        if not sink.reuse("mono360.png", "image/png", eye_size=eye):
+            sink.add("mono360.png", "image/png", encode_png(render_equirect(pano, eye, "mono")), eye_size=eye)
         sink.step("mono 360 still")
 
     # 3. Camera moves: perspective frames, mono or side by side, into an H.264 MP4.
@@ -290,37 +319,32 @@ def render_job(
             scene = MeshScene(pano)
         w, h = spec.size
 
-        def frame_iter():
-            for cam in cams:
-                if spec.stereo:
-                    yield np.concatenate(
-                        [
-                            render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2, spec.renderer),
-                            render_perspective(pano, cam, (w, h), scene, spec.ipd / 2, spec.renderer),
-                        ],
-                        axis=1,
-                    )
-                else:
-                    yield render_perspective(pano, cam, (w, h), scene, renderer=spec.renderer)
+        def render_frame(cam):
+            if spec.stereo:
+                return np.concatenate(
+                    [
+                        render_perspective(pano, cam, (w, h), scene, -spec.ipd / 2, spec.renderer),
+                        render_perspective(pano, cam, (w, h), scene, spec.ipd / 2, spec.renderer),
+                    ],
+                    axis=1,
+                )
+            return render_perspective(pano, cam, (w, h), scene, renderer=spec.renderer)
 
         counter = iter(range(1, frames + 1))
         name = f"{path_name(spec.path)}.mp4"
         vsize = (2 * w if spec.stereo else w, h)
-        sink.video(
-            name,
-            lambda write, p: write(
-                p,
-                frame_iter(),
-                vsize,
-                spec.fps,
-                spec.crf,
-                on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}"),
-            ),
-            frames=frames,
-            fps=spec.fps,
-            size=vsize,
-            stereo="left-right" if spec.stereo else "mono",
-        )
+        meta = dict(frames=frames, fps=spec.fps, size=vsize, stereo="left-right" if spec.stereo else "mono")
+        if sink.reuse(name, "video/mp4", **meta):
+            sink.skip(frames, f"frame {frames}/{frames}")
+        elif ckpt is not None:
+            _segmented_video(sink, name, cams, render_frame, vsize, spec, None, ckpt / name, "frame", meta)
+        else:
+            sink.video(
+                name,
+                lambda write, p: write(p, map(render_frame, cams), vsize, spec.fps, spec.crf,
+                                       on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}")),
+                **meta,
+            )
 
     # 4. A 360 video: ODS from each of the path's camera positions (orientation stays world-fixed).
     if spec.video360:
@@ -329,43 +353,121 @@ def render_job(
         counter360 = iter(range(1, frames + 1))
         at_origin: list[np.ndarray] = []
 
-        def ods_iter():
-            for cam in cams:
-                c = np.asarray(cam.position, dtype=np.float64)
-                if np.linalg.norm(c) > 0:
-                    yield render_ods_raycast(scene, eye, spec.ipd, centre=c)
-                    continue
-                if not at_origin:
-                    at_origin.append(render_ods(pano, eye, spec.ipd))
-                yield at_origin[0]
+        def render_ods_frame(cam):
+            c = np.asarray(cam.position, dtype=np.float64)
+            if np.linalg.norm(c) > 0:
+                return render_ods_raycast(scene, eye, spec.ipd, centre=c)
+            if not at_origin:
+                at_origin.append(render_ods(pano, eye, spec.ipd))
+            return at_origin[0]
 
-        sink.video(
-            f"{path_name(spec.path)}_360.mp4",
-            lambda write, p: write(
-                p,
-                ods_iter(),
-                (eye[0], 2 * eye[1]),
-                spec.fps,
-                spec.crf,
-                spherical="top-bottom",
-                on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}"),
-            ),
-            frames=frames,
-            fps=spec.fps,
-            size=(eye[0], 2 * eye[1]),
-            stereo="top-bottom",
-        )
+        name360 = f"{path_name(spec.path)}_360.mp4"
+        meta360 = dict(frames=frames, fps=spec.fps, size=(eye[0], 2 * eye[1]), stereo="top-bottom")
+        if sink.reuse(name360, "video/mp4", **meta360):
+            sink.skip(frames, f"360 frame {frames}/{frames}")
+        elif ckpt is not None:
+            _segmented_video(sink, name360, cams, render_ods_frame, (eye[0], 2 * eye[1]), spec, "top-bottom",
+                             ckpt / name360, "360 frame", meta360)
+        else:
+            sink.video(
+                name360,
+                lambda write, p: write(p, map(render_ods_frame, cams), (eye[0], 2 * eye[1]), spec.fps, spec.crf,
+                                       spherical="top-bottom",
+                                       on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}")),
+                **meta360,
+            )
 
     # 5. Meshes (stretched faces left out: a gap at a depth edge, not a smear).
     if spec.meshes:
         mesh = build_mesh(pano, spec.mesh_step).without_stretched()
         for fmt in spec.meshes:
-            if fmt == "ply":
+            if sink.reuse(f"mesh.{fmt}", "application/x-ply" if fmt == "ply" else "model/gltf-binary"):
+                pass
+            elif fmt == "ply":
                 sink.add("mesh.ply", "application/x-ply", ply_bytes(mesh), faces=len(mesh.faces))
             else:
                 sink.add("mesh.glb", "model/gltf-binary", glb_bytes(mesh, pano.rgb), faces=len(mesh.faces))
             sink.step(f"mesh {fmt}")
     return RenderResult(sink.artifacts, (pano.width, pano.height), pano.projection)
+
+
+#: a resumable video is encoded in segments of this many seconds (see :func:`_segmented_video`), fewer when their
+#: raw frames would take more than SEGMENT_MAX_BYTES: each segment costs one ffmpeg start (~0.1 s of CPU), and the
+#: frames of the open one sit on disk uncompressed
+SEGMENT_S = 4.0
+SEGMENT_MAX_BYTES = 256 << 20
+_PART = re.compile(r"^part-(\d{6})-(\d{6})\.mp4$")
+
+
+def _segmented_video(sink: _Sink, name: str, cams, render, size, spec: RenderSpec, spherical, folder: Path,
+                     label: str, meta: dict) -> None:
+    """A video that survives interruption: encoded in MP4 segments of :data:`SEGMENT_S` seconds at most
+    (``part-A-B.mp4``, frames A..B) joined without re-encoding at the end; the frames of the segment being encoded are kept raw
+    (``frame-N.npy``: no encoding cost, lossless) until their segment is complete. A rerun reuses finished
+    segments and kept frames, so at most the frame in flight is rendered twice."""
+    from .video import concat_mp4, write_mp4
+
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(cams)
+    k = max(1, min(round(SEGMENT_S * spec.fps), SEGMENT_MAX_BYTES // (size[0] * size[1] * 3)))
+    parts = []
+    for start in range(0, n, k):
+        idx = range(start, min(start + k, n))
+        part = folder / f"part-{idx[0] + 1:06d}-{idx[-1] + 1:06d}.mp4"
+        parts.append(part)
+        if part.is_file():  # renamed into place when complete
+            sink.skip(len(idx), f"{label} {idx[-1] + 1}/{n}")
+            continue
+
+        def frames(idx=idx):
+            for i in idx:
+                raw = folder / f"frame-{i + 1:06d}.npy"
+                frame = _load_frame(raw, (size[1], size[0], 3))
+                if frame is None:
+                    frame = render(cams[i])
+                    _save_frame(raw, frame)  # before the frame counts as done (on_frame below)
+                yield frame
+
+        counter = iter(idx)
+        write_mp4(part, frames(), size, spec.fps, spec.crf,
+                  on_frame=lambda counter=counter: sink.step(f"{label} {next(counter) + 1}/{n}"))
+        for i in idx:
+            (folder / f"frame-{i + 1:06d}.npy").unlink(missing_ok=True)
+    if sink.out_dir is not None:
+        sink.artifacts.append(Artifact(name, "video/mp4", concat_mp4(parts, sink.out_dir / name, spherical), None,
+                                       meta))
+    else:
+        data = concat_mp4(parts, folder / name, spherical).read_bytes()
+        sink.artifacts.append(Artifact(name, "video/mp4", None, data, meta))
+
+
+def checkpointed_frames(checkpoint_dir) -> int:
+    """How many finished frames ``checkpoint_dir`` holds (segments and kept frames, every video of the job)."""
+    folder = Path(checkpoint_dir)
+    if not folder.is_dir():
+        return 0
+    count = sum(1 for _ in folder.rglob("frame-*.npy"))
+    for p in folder.rglob("part-*.mp4"):
+        if m := _PART.match(p.name):
+            count += int(m[2]) - int(m[1]) + 1
+    return count
+
+
+def _load_frame(path: Path, shape) -> np.ndarray | None:
+    """A kept frame, or None when there is none or it is damaged (e.g. a node crashed before it reached the disk:
+    frames are not fsynced, for speed; a damaged one is simply rendered again)."""
+    try:
+        frame = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    return frame if frame.shape == tuple(shape) and frame.dtype == np.uint8 else None
+
+
+def _save_frame(path: Path, frame: np.ndarray) -> None:
+    tmp = path.with_name(f".{path.name}.part")
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(frame), allow_pickle=False)
+    os.replace(tmp, path)
 
 
 def panorama_for(spec: RenderSpec) -> Panorama:

@@ -6,6 +6,9 @@
                                                    parity error, date
     <repository>/<model>/<version>/...         the checkpoint's configs/tokenizer (``layout.ASSETS``), read by
                                                :func:`ldm3d.pipeline.spec.spec_from_repository`
+    <repository>/releases.json                 releases: one version of each diffusion model that serve together,
+                                               the current one and a canary (:mod:`.releases`; small atomic writes
+                                               under a lock are the one exception to "read side")
 
 Writing versions (ONNX export, parity check, publishing) is :mod:`ldm3d.export`, which imports this package and
 never the other way round; the runtimes, the pipeline's spec and the servers read through it.

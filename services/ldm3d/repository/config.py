@@ -23,8 +23,10 @@ ONNX_DTYPES = {1: "float32", 10: "float16", 16: "bfloat16", 7: "int64", 6: "int3
 WIRE_DTYPES = {k: v.removeprefix("TYPE_") for k, v in TRITON_DTYPES.items()}
 
 # Per-model serving settings written into new configs. U-Net is called once per step by every request, so it is
-# the one that gains from Triton's dynamic batching; the others run once per request.
-MAX_BATCH_SIZE = {"text_encoder": 8, "unet": 8, "vae_decoder": 4, "vae_encoder": 4,
+# the one that gains from batching; the others run once per request. The U-Net's 16 rows hold one step of the
+# sampler's default --max-batch 8 guided requests as one Triton request (the sampler splits bigger batches at this
+# limit); Triton's dynamic batcher merges smaller ones from several sampler replicas up to the same limit.
+MAX_BATCH_SIZE = {"text_encoder": 8, "unet": 16, "vae_decoder": 4, "vae_encoder": 4,
                   "depth_estimator": 4, "depth_reference": 4}  # ZoeDepth: 2 per image (image + mirrored)
 DYNAMIC_BATCHING = {"unet": {"max_queue_delay_microseconds": 2000}}
 

@@ -70,6 +70,30 @@ def build_cpu_repository(source: str | Path, dest: str | Path, python_model: Pat
     return models
 
 
+def sync_cpu_repository(source: str | Path, dest: str | Path, python_model: Path = PYTHON_MODEL) -> list[str]:
+    """Add to an existing twin ``dest`` every version folder of ``source`` it lacks (a publish since it was built),
+    each written beside and renamed into place; returns ``model/version`` of each folder added. Folders already
+    there are left alone (Triton may be serving them); ``ldm3d.servers`` verifies each version before loading it."""
+    repo, dest = ModelRepository(source), Path(dest)
+    added = []
+    for model in repo.models():
+        if not (dest / model / CONFIG).is_file():
+            continue  # a new model needs its config: rebuild the twin with build_cpu_repository
+        for version in repo.versions(model):
+            out = dest / model / str(version)
+            if out.exists():
+                continue
+            staging = dest / model / f".staging-{version}"
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
+            for item in repo.version_dir(model, version).iterdir():
+                (staging / item.name).symlink_to(item.resolve())
+            shutil.copy2(python_model, staging / "model.py")
+            staging.rename(out)
+            added.append(f"{model}/{version}")
+    return added
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

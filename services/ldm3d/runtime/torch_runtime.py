@@ -1,5 +1,9 @@
 """The ``torch`` runtime: a checkpoint's diffusers/transformers modules run in-process (parity, debugging, export).
 
+Seamless panoramas are chosen per call (:mod:`ldm3d.models.seamless`): inside ``seamless_padding(True/False)`` the
+U-Net and VAE pad as asked; outside any such block a 2:1 (equirectangular) input pads circularly along x and any
+other shape as the checkpoint does, the same default ``GenerateParams`` resolves.
+
 Checkpoints stored in fp16 (as published ones often are) are loaded in fp32: transformers 5 would otherwise keep a
 fp16 text encoder in fp16 and the CPU pipeline would fail on a dtype mismatch.
 """
@@ -59,7 +63,12 @@ class TorchRuntime(ModelRuntime):
 
     def __init__(self, modules: Mapping):
         """``modules``: ``text_encoder`` (CLIPTextModel), ``unet`` (UNet2DConditionModel), ``vae`` (AutoencoderKL)."""
+        from ..models.seamless import make_switchable
+
         self._m = dict(modules)
+        for name in ("unet", "vae"):
+            if name in self._m:
+                make_switchable(self._m[name])  # plain until a call asks (bit-identical to the unpatched module)
         self._calls = {
             "text_encoder": self._text_encoder,
             "unet": self._unet,
@@ -82,8 +91,15 @@ class TorchRuntime(ModelRuntime):
         missing = [n for n in MODEL_IO[model]["inputs"] if n not in inputs]
         if missing:
             raise InvalidArgument(f"{model}: missing input tensor(s) {missing}", field="inputs")
-        with torch.inference_mode():
-            return call({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()})
+        from ..models.seamless import is_panorama_size, requested, seamless_padding
+
+        tensors = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in inputs.items()}
+        seamless = requested()
+        if seamless is None and model != "text_encoder":
+            h, w = tensors[next(iter(MODEL_IO[model]["inputs"]))].shape[-2:]  # the image or latent input
+            seamless = is_panorama_size(h, w)
+        with torch.inference_mode(), seamless_padding(bool(seamless)):
+            return call(tensors)
 
     def ready(self, model, version=None):
         return model in self._calls

@@ -64,6 +64,9 @@ def map_error(exc: Exception, url: str, model: str = "", version=None) -> LDM3DE
     status = str(getattr(exc, "status", lambda: "")() or "")
     message = getattr(exc, "message", lambda: str(exc))() or str(exc)
     what = f"model {model!r}" + (f" version {version}" if version is not None else "") if model else "Triton"
+    if "unknown model" in message or "is not at ready state" in message:  # Triton says UNAVAILABLE for these
+        return NotFound(f"{what} is not available on the Triton server at {url} ({message}); load it, or check "
+                        "the model name and version", field="version" if version is not None else "model")
     if "UNAVAILABLE" in status or "failed to connect" in message or "Connection refused" in message:
         return Unavailable(f"Triton server at {url} is unavailable ({message}); start it (on this host: "
                            "`bash scripts/triton/serve.sh REPOSITORY`) or check --triton-url", field="triton_url")
@@ -130,6 +133,8 @@ class TritonRuntime(ModelRuntime):
         self._free: list[_Region] = []
         self._regions: list[_Region] = []
         self._lock = threading.Lock()
+        self._control = threading.Lock()  # model control (load/unload) is read-modify-write of the version set
+        self._wanted: dict[str, set[int]] = {}  # versions this process loaded with ensure_loaded and still runs
         self._shm_failed = False
 
     # ------------------------------------------------------------------ server metadata
@@ -219,6 +224,47 @@ class TritonRuntime(ModelRuntime):
         self._configs.pop(model, None)
         self._meta = {k: v for k, v in self._meta.items() if k[0] != model}
 
+    # A release moves several models' versions together: the serving processes add a version beside the ones
+    # loaded, and drop one after its requests drained, leaving the other versions of that model serving.
+    def loaded_versions(self, model: str) -> set[int]:
+        """Versions of ``model`` the server has READY (from its repository index)."""
+        index = self._call(lambda: self._client.get_model_repository_index(as_json=True), model)
+        return {int(m["version"]) for m in index.get("models", [])
+                if m.get("name") == model and m.get("state") == "READY" and str(m.get("version", "")).isdigit()}
+
+    def ensure_loaded(self, model: str, version: int) -> None:
+        """Load ``version`` of ``model`` beside the versions already serving (no-op when it is READY). Triton keeps
+        serving the loaded versions while the new one loads; a failed load leaves them as they were."""
+        with self._control:
+            self._wanted.setdefault(model, set()).add(int(version))
+            have = self.loaded_versions(model)
+            if int(version) in have:
+                return
+            if not have:
+                # explicit mode has no config for a model never loaded: load it as its repository config says
+                # first, then narrow/extend the versions with that config
+                self.load(model)
+                have = self.loaded_versions(model)
+                if int(version) in have:
+                    return
+            self.load(model, versions=sorted(have | {int(version)}))
+            log.info("triton: %s version %d loaded (serving versions %s)", model, version,
+                     sorted(have | {int(version)}))
+
+    def unload_version(self, model: str, version: int) -> None:
+        """Stop serving ``version`` of ``model``; its other loaded versions keep serving."""
+        with self._control:
+            self._wanted.get(model, set()).discard(int(version))
+            have = self.loaded_versions(model)
+            if int(version) not in have:
+                return
+            rest = sorted(have - {int(version)})
+            if rest:
+                self.load(model, versions=rest)
+            else:
+                self.unload(model)
+            log.info("triton: %s version %d unloaded (serving versions %s)", model, version, rest)
+
     # ------------------------------------------------------------------ inference
     def _acquire(self, size: int) -> _Region:
         with self._lock:
@@ -293,8 +339,21 @@ class TritonRuntime(ModelRuntime):
                     shm_out[name] = offset
                     offset += out_bytes[name]
                 outputs.append(o)
-            result = self._call(lambda: self._client.infer(model, infer_inputs, model_version=v, outputs=outputs,
-                                                           client_timeout=self.timeout_s), model, version)
+            try:
+                result = self._call(lambda: self._client.infer(model, infer_inputs, model_version=v, outputs=outputs,
+                                                               client_timeout=self.timeout_s), model, version)
+            except NotFound:
+                if version is None or int(version) not in self._wanted.get(model, set()):
+                    raise
+                # another process sharing this server unloaded a version we still run (its drain ended before
+                # ours): load it again beside the others and retry once
+                try:
+                    self.ensure_loaded(model, int(version))
+                except LDM3DError:
+                    raise NotFound(f"model {model!r} version {version} is not available on the Triton server at "
+                                   f"{self.url}", field="version") from None
+                result = self._call(lambda: self._client.infer(model, infer_inputs, model_version=v, outputs=outputs,
+                                                               client_timeout=self.timeout_s), model, version)
             out = {}
             for name in conf_out:
                 if name in shm_out:

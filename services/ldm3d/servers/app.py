@@ -73,9 +73,11 @@ class Server:
         self.port: int | None = None
         self.metrics_port: int | None = None
         self.registry: ModelRegistry | None = None
+        self.stages: Stages | None = None  # the in-process stages (sampling admission and step batcher), if any
         self._server: grpc.aio.Server | None = None
         self._health = health.aio.HealthServicer()
         self._cleanup = []
+        self._queue = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -99,8 +101,9 @@ class Server:
             depth_models = await asyncio.to_thread(load_depth_models, cfg)
         server = grpc.aio.server(interceptors=[ServerInterceptor()], options=grpc_options(cfg))
         admission = Admission(cfg.max_running, cfg.max_queued, metrics=metrics.SAMPLER_ADMISSION)
-        stages = Stages(admission) if needs_weights else None
+        stages = Stages(admission, cfg.max_batch) if needs_weights else None
         if stages is not None:
+            self.stages = stages
             self._cleanup.append(stages.close)
         add = {
             "text-encoder": lambda: text_encoder_pb2_grpc.add_TextEncoderServicer_to_server(
@@ -126,6 +129,8 @@ class Server:
         self._server = server
         for n in ("", *names):
             await self._health.set(n, health_pb2.HealthCheckResponse.SERVING)
+        if self.registry is not None:
+            self.registry.start_watching()  # live roll-outs: converge on releases.json every --reload-interval
         if cfg.metrics_port is not None:
             self.metrics_port = metrics.serve(cfg.metrics_port, cfg.host)
         log.info("serving %s on %s:%d (metrics: %s)", ", ".join(services), cfg.host, self.port,
@@ -155,17 +160,27 @@ class Server:
             self._cleanup.append(fwd.close)
             return fwd.servicer(renderer_pb2_grpc.PanoramaRendererServicer,
                                 ("Submit", "GetOperation", "CancelOperation"))
-        servicer = PanoramaRendererServicer(self.cfg)
+        servicer = PanoramaRendererServicer(self.cfg, self._job_queue())
         self._cleanup.append(servicer.close)
         return servicer
 
     def _studio(self, stages: Stages | None) -> StudioServicer:
         local = LocalStages(stages) if stages is not None else None
         down = RemoteStages(self.cfg.remote, local, grpc_options(self.cfg))
-        studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations)
+        studio = StudioServicer(self.registry, down, self.cfg.downstream_timeout_s, self.cfg.max_operations,
+                                self._job_queue())
         self._cleanup.append(studio.operations.close)
         self._cleanup.append(down.close)
         return studio
+
+    def _job_queue(self):
+        """--queue: one Redis-backed job queue shared by the Studio and the renderer (None: jobs run here)."""
+        if self.cfg.queue and self._queue is None:
+            from ..jobs.front import JobQueue
+
+            self._queue = JobQueue(self.cfg.queue, self.cfg.result_ttl_s)
+            self._cleanup.insert(0, self._queue.close)  # closed last
+        return self._queue
 
     async def stop(self, grace_s: float | None = None) -> None:
         """NOT_SERVING, refuse new calls, let in-flight ones finish within ``grace_s``, then release everything."""

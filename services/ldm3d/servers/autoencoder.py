@@ -16,7 +16,7 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
         self.registry, self.stages = registry, stages
 
     async def Decode(self, request: pb.DecodeLatentsRequest, context) -> pb.DecodeLatentsResponse:
-        served = self.registry.get(request.model, request.version)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         spec = served.spec
         latents = tensors.from_tensor(request.latents, "latents", dtype="float32",
                                       shape=(None, spec.latent_channels, None, None))
@@ -27,15 +27,17 @@ class RGBDAutoencoderServicer(autoencoder_pb2_grpc.RGBDAutoencoderServicer):
         if not (MIN_SIDE <= h * f <= MAX_SIDE and MIN_SIDE <= w * f <= MAX_SIDE):
             raise invalid("latents.shape", list(latents.shape),
                           f"latent sides must be {MIN_SIDE // f}..{MAX_SIDE // f} (images {MIN_SIDE}..{MAX_SIDE} px)")
-        decoded, images = await self.stages.decode_images(served, latents, tensors.is_raw(request.image_encoding))
+        with self.registry.lease(served):
+            decoded, images = await self.stages.decode_images(served, latents, tensors.is_raw(request.image_encoding))
         return pb.DecodeLatentsResponse(
             request_id=request.request_id, images=images, model_version=served.version,
             decoded=tensors.to_tensor(decoded) if request.include_decoded else None)
 
     async def Encode(self, request: pb.EncodeRGBDRequest, context) -> pb.EncodeRGBDResponse:
-        served = self.registry.get(request.model, request.version)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         rgb, depth = read_rgbd(request.image, "image", served.spec.vae_scale_factor)
-        latents = await self.stages.encode_rgbd(served, rgb, depth)
+        with self.registry.lease(served):
+            latents = await self.stages.encode_rgbd(served, rgb, depth)
         return pb.EncodeRGBDResponse(request_id=request.request_id, latents=tensors.to_tensor(latents),
                                      model_version=served.version)
 

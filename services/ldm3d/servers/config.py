@@ -69,6 +69,13 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _non_negative_float(s: str) -> float:
+    v = float(s)
+    if not v >= 0:
+        raise ValueError("use a number >= 0 (0: off)")
+    return v
+
+
 def _metrics_port(s: str) -> int | None:
     if s.strip().lower() in ("off", "none", "-1"):
         return None
@@ -82,6 +89,22 @@ def _target(s: str) -> str:
     return s
 
 
+def _redis_url(s: str) -> str:
+    from urllib.parse import urlparse
+
+    u = urlparse(s)
+    if u.scheme not in ("redis", "rediss") or not u.hostname:
+        raise ValueError("use redis://HOST:PORT/DB, e.g. redis://127.0.0.1:6379/0")
+    try:
+        u.port  # noqa: B018 - parses the port
+    except ValueError:
+        raise ValueError("the port must be a number: redis://HOST:PORT/DB") from None
+    db = u.path.lstrip("/")
+    if db and not db.isdigit():
+        raise ValueError(f"the database must be a number, not {db!r}: redis://HOST:PORT/0")
+    return s
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """Everything one serving process needs: each field is one option (flag, variable, meaning: ``--help``)."""
@@ -92,6 +115,10 @@ class ServeConfig:
     repository: str | None = _option(str, None, "Triton model repository (`ldm3d export`), run by --runtime")
     runtime: str = _option(str, "embedded", "runtime for --repository", choices=("embedded", "triton"))
     triton_url: str | None = _option(_target, None, "Triton gRPC endpoint for --runtime triton")
+    reload_interval_s: float = _option(_non_negative_float, 5.0,
+        "seconds between checks of the repository's releases.json: a publish, promote, canary or rollback is loaded "
+        "beside the serving release, switched to and the old drained, without a restart (0: never reload)",
+        flag="--reload-interval")
     model_name: str | None = _option(str, None,
         "the name clients use (default: the checkpoint folder's name, or 'ldm3d' for a repository)")
     host: str = _option(str, "0.0.0.0", "address to listen on")
@@ -102,9 +129,14 @@ class ServeConfig:
         "largest gRPC message sent or received, MiB (a 2048² RGBD as raw arrays is 20 MiB)")
     grace_s: float = _option(_positive_float, 30.0,
         "seconds in-flight calls get to finish on SIGTERM/SIGINT before they are cancelled", flag="--grace")
-    max_running: int = _option(_positive_int, 1, "sampling jobs run at once (each uses every CPU core or the GPU)")
+    max_running: int = _option(_positive_int, 8,
+        "sampling requests in progress at once; they share each denoising step's U-Net call (at most --max-batch per "
+        "call) instead of each using the cores alone")
+    max_batch: int = _option(_positive_int, 8,
+        "most requests in one denoising step's U-Net call (the model's max_batch_size caps its rows too: a guided "
+        "image is two rows); 1 steps one request at a time")
     max_queued: int = _option(_non_negative_int, 32,
-        "sampling jobs that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
+        "sampling requests that may wait; beyond them RESOURCE_EXHAUSTED with a retry hint")
     intra_op_threads: int | None = _option(_positive_int, None,
         "embedded runtime: ONNX Runtime threads per model call (default: config.pbtxt's, else one per core of the node;"
         " in a container set it to the CPU limit)")
@@ -141,6 +173,11 @@ class ServeConfig:
         "renderer: most frames in one video (seconds x fps)")
     render_max_video360_pixels: int = _option(_positive_int, _LIMITS.max_video360_pixels,
         "renderer: largest eye of a 360 video frame, pixels")
+    queue: str | None = _option(_redis_url, None,
+        "durable jobs: Redis URL (redis://HOST:PORT/DB) that SubmitGenerate and PanoramaRenderer.Submit enqueue to; "
+        "`ldm3d worker --queue` runs them (default: none, jobs run in this process)")
+    result_ttl_s: float = _option(_positive_float, 86400.0,
+        "durable jobs: seconds a finished operation (state, result, error) stays in Redis", flag="--result-ttl")
     log_format: str = _option(str, "text", "log lines as text or JSON", choices=("text", "json"))
 
     def __post_init__(self):
@@ -162,6 +199,9 @@ class ServeConfig:
                 if getattr(self, name):
                     raise InvalidArgument(f"{OPTIONS[name].flag} is a gateway option: use it with `ldm3d serve "
                                           "gateway` or `ldm3d serve all`", field=OPTIONS[name].flag)
+        if self.queue and self.service not in ("all", "gateway", "renderer"):
+            raise InvalidArgument("--queue makes SubmitGenerate and PanoramaRenderer.Submit durable: use it with "
+                                  "`ldm3d serve all|gateway|renderer`", field="--queue")
 
     @property
     def runtime_options(self) -> dict:

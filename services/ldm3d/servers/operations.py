@@ -1,7 +1,8 @@
 """Long-running operations (``google.longrunning.Operation``) for generations and render jobs: submit, poll, cancel.
 
 Kept in this process's memory, the newest ``max_operations`` at most (finished ones are forgotten oldest first;
-running ones are never dropped). A durable queue belongs to the render workers' issue, not here.
+running ones are never dropped). With ``--queue`` the servicers use :mod:`ldm3d.jobs` instead: records in Redis,
+jobs run by ``ldm3d worker``s.
 """
 
 from __future__ import annotations

@@ -47,14 +47,17 @@ _MESSAGE_MARGIN = 1 << 20  # room for the Operation's other fields around the ar
 
 
 class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
-    def __init__(self, cfg: ServeConfig):
+    def __init__(self, cfg: ServeConfig, queue=None):
         self.cfg, self.limits = cfg, cfg.render_limits
+        self.queue = queue  # a jobs.front.JobQueue (--queue): operations live in Redis, `ldm3d worker`s run them
         self.output_root = Path(cfg.render_output_dir).resolve() if cfg.render_output_dir else None
         self.operations = RenderOperations(cfg.max_operations)
         self.admission = Admission(cfg.render_max_running, cfg.render_max_queued, what="the renderer")
         self._pool = ThreadPoolExecutor(max_workers=cfg.render_max_running, thread_name_prefix="render")
 
     async def Submit(self, request: pb.RenderRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self._enqueue(request)
         self.admission.check()  # refuse before decoding anything when busy
         # decoding a large panorama's PNGs takes a while: not on the event loop (health checks keep answering)
         spec = await asyncio.to_thread(self._checked_spec, request)
@@ -72,11 +75,27 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             raise
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self.queue.get("render", request.name)
         return self.operations.get(request.name)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context) -> empty_pb2.Empty:
-        await self.operations.cancel(request.name)
+        if self.queue is not None:
+            await self.queue.cancel("render", request.name)
+        else:
+            await self.operations.cancel(request.name)
         return empty_pb2.Empty()
+
+    async def _enqueue(self, request: pb.RenderRequest) -> operations_pb2.Operation:
+        """--queue: the same checks as in-process, then the job goes to Redis for `ldm3d worker --kinds render`."""
+        await asyncio.to_thread(self._checked_spec, request)
+        out_dir = self._job_folder(request)
+        try:
+            return await self.queue.submit("render", request.request_id, request, str(out_dir or ""))
+        except BaseException:
+            if out_dir is not None:
+                shutil.rmtree(out_dir, ignore_errors=True)
+            raise
 
     async def close(self) -> None:
         await self.operations.close()

@@ -16,7 +16,7 @@ class DiffusionSamplerServicer(sampler_pb2_grpc.DiffusionSamplerServicer):
         self.registry, self.stages = registry, stages
 
     async def Sample(self, request: pb.SampleRequest, context):
-        served = self.registry.get(request.model, request.version)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
         spec = served.spec
         p = generate_params(request, prompt=EMBEDDINGS_GIVEN).resolved(spec)
         text_shape = (1, spec.max_text_length, spec.text_hidden_size)
@@ -34,12 +34,13 @@ class DiffusionSamplerServicer(sampler_pb2_grpc.DiffusionSamplerServicer):
                                        shape=(1, spec.latent_channels, p.height // f, p.width // f))
             if not 0.0 < p.strength <= 1.0:
                 raise invalid("strength", p.strength, "use a value in (0, 1] with init_latents")
-        async for event in self.stages.sample(served, cond, uncond, p, init):
-            if isinstance(event, Sampled):
-                yield pb.SampleResponse(request_id=request.request_id, result=pb.SampleResult(
-                    latents=tensors.to_tensor(event.latents), seed=p.seed, model_version=served.version,
-                    scheduler=p.scheduler, steps=p.steps, queued=tensors.duration(event.queued_s),
-                    sampling=tensors.duration(event.sampling_s)))
-            else:
-                yield pb.SampleResponse(request_id=request.request_id,
-                                        progress=tensors.progress(event.step, event.total, event.elapsed_s))
+        with self.registry.lease(served):  # the release stays loaded until the last step
+            async for event in self.stages.sample(served, cond, uncond, p, init):
+                if isinstance(event, Sampled):
+                    yield pb.SampleResponse(request_id=request.request_id, result=pb.SampleResult(
+                        latents=tensors.to_tensor(event.latents), seed=p.seed, model_version=served.version,
+                        scheduler=p.scheduler, steps=p.steps, queued=tensors.duration(event.queued_s),
+                        sampling=tensors.duration(event.sampling_s)))
+                else:
+                    yield pb.SampleResponse(request_id=request.request_id,
+                                            progress=tensors.progress(event.step, event.total, event.elapsed_s))

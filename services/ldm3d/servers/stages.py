@@ -1,9 +1,10 @@
 """The pipeline's three stages as async calls, shared by the stage servicers and the gateway's in-process path.
 
 Model work runs in worker threads (:mod:`.jobs`) so the event loop keeps streaming progress, answering health
-checks and accepting (or refusing) new calls. Sampling goes through :class:`~.admission.Admission`; when the
-awaiting call ends early (client cancel, deadline, shutdown) the loop is told to stop and stops within one step,
-and its admission slot is held until it has.
+checks and accepting (or refusing) new calls. Sampling goes through :class:`~.admission.Admission` and then joins
+the process's one :class:`~ldm3d.pipeline.batching.StepBatcher`, where all running requests share each step's U-Net
+call; when the awaiting call ends early (client cancel, deadline, shutdown) its request is dropped before its next
+step without disturbing the others, and its admission slot is held until it has been.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from .. import codec
 from ..pipeline import EncodedText, GenerateParams
+from ..pipeline.batching import StepBatcher
 from ..wire import tensors
 from . import metrics
 from .admission import Admission
@@ -40,9 +42,12 @@ class Sampled:
 
 
 class Stages:
-    def __init__(self, admission: Admission):
+    def __init__(self, admission: Admission, max_batch: int = 8):
         self.admission = admission
-        # sampling threads are bounded by admission; one more pool would only let jobs fight for cores
+        # one loop runs every running request's denoising, their U-Net calls batched step by step (instead of one
+        # thread per job, whose thread pools fought for the cores); each admitted request has a thread here that
+        # only waits for its result, so the one streaming helper (.jobs) serves sampling as it serves rendering
+        self.batcher = StepBatcher(max_batch, on_batch=_observe_batch)
         self._sampling = ThreadPoolExecutor(max_workers=admission.max_running, thread_name_prefix="sampler")
 
     async def encode_text(self, served: ServedModel, prompts: list[str]) -> EncodedText:
@@ -83,9 +88,10 @@ class Stages:
                     last[0] = now
                     emit(Step(step, total, elapsed))
 
-                # should_stop is polled before every step: the thread ends within one step of a cancel
-                return sampler.sample(cond, uncond, params, on_step=on_step, should_stop=stopped,
-                                      init_latents=init_latents)
+                # should_stop is polled before every step: the request leaves the batch at its next step, the
+                # others carry on
+                return self.batcher.sample(sampler, cond, uncond, params, on_step=on_step, should_stop=stopped,
+                                           init_latents=init_latents)
 
             # aclosing: however this generator ends, the thread has stopped before the slot is released
             async with aclosing(stream_in_thread(self._sampling, work)) as events:
@@ -97,5 +103,11 @@ class Stages:
         yield Sampled(latents, t_start - t_arrive, time.perf_counter() - t_start)
 
     def close(self) -> None:
+        self.batcher.close()  # requests still in it fail with Cancelled, which ends their waiting threads
         self._sampling.shutdown(wait=False, cancel_futures=True)
+
+
+def _observe_batch(requests: int, rows: int, seconds: float) -> None:
+    metrics.BATCH_REQUESTS.observe(requests)
+    metrics.UNET_CALL_SECONDS.observe(seconds)
 

@@ -28,18 +28,19 @@ from .operations import Operations
 from .stages import Sampled, Step
 
 MAX_BATCH = 16
-BATCH_IN_FLIGHT = 2
+BATCH_IN_FLIGHT = 8  # the sampler's default --max-running: items in flight share its U-Net calls step by step
 
 
 class StudioServicer(studio_pb2_grpc.StudioServicer):
     def __init__(self, registry: ModelRegistry, downstream: RemoteStages, default_timeout_s: float,
-                 max_operations: int):
+                 max_operations: int, queue=None):
         self.registry, self.downstream, self.default_timeout_s = registry, downstream, default_timeout_s
         self.operations = Operations(max_operations)
+        self.queue = queue  # a jobs.front.JobQueue (--queue): operations live in Redis, workers run them
 
     async def Generate(self, request: pb.GenerateRequest, context) -> AsyncIterator[pb.GenerateResponse]:
         rid = request.request_id
-        job = self._prepare(request, "")
+        job = await self._prepare(request, "")
         async for event in self._run(*job, self._call(rid, context)):
             if isinstance(event, Step):
                 yield pb.GenerateResponse(request_id=rid, progress=tensors.progress(event.step, event.total,
@@ -52,10 +53,11 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             raise invalid("requests", f"<{len(request.requests)} requests>", f"send 1 to {MAX_BATCH}")
         for item in request.requests:
             item.request_id = item.request_id or new_request_id()
-        jobs = [self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
+        jobs = [await self._prepare(item, f"requests[{i}].") for i, item in enumerate(request.requests)]  # all, first
         deadline = self._call("", context).deadline
-        # a few items in flight overlap one item's text encoding and decoding with another's sampling; more would
-        # only fill the sampler's admission queue (and be refused) on behalf of a single call
+        # items in flight sample together (the sampler batches their U-Net calls step by step) and overlap one
+        # item's text encoding and decoding with the others' sampling; more than the sampler runs at once would
+        # only fill its admission queue (and be refused) on behalf of a single call
         slots = asyncio.Semaphore(BATCH_IN_FLIGHT)
 
         async def one(job, item):
@@ -74,23 +76,34 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         return pb.GenerateBatchResponse(results=results)
 
     async def ListModels(self, request, context) -> pb.ListModelsResponse:
+        route = self.registry.route
         d = self.registry.default()
         spec = d.spec
+        releases = [pb.ReleaseInfo(version=r["version"], model_versions=r["models"], state=r["state"],
+                                   detail=r["detail"], created=r["created"]) for r in self.registry.releases()]
         return pb.ListModelsResponse(models=[pb.ModelInfo(
             name=d.name, versions=self.registry.versions(), default_version=d.version, source=spec.source,
             rgbd_channels=spec.rgbd_channels, default_height=spec.default_height, default_width=spec.default_width,
-            default_scheduler=spec.scheduler_name, is_default=True)])
+            default_scheduler=spec.scheduler_name, is_default=True, canary_version=route.canary or "",
+            canary_percent=route.percent if route.canary else 0, releases=releases)])
 
     async def SubmitGenerate(self, request: pb.GenerateRequest, context) -> operations_pb2.Operation:
-        job = self._prepare(request, "")  # bad input fails the submit call itself, not the operation
+        job = await self._prepare(request, "")  # bad input fails the submit call itself, not the operation
+        if self.queue is not None:
+            return await self.queue.submit("generate", request.request_id, request)
         call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
         return self.operations.start(request.request_id, self._run(*job, call))
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
+        if self.queue is not None:
+            return await self.queue.get("generate", request.name)
         return self.operations.get(request.name)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context) -> empty_pb2.Empty:
-        await self.operations.cancel(request.name)
+        if self.queue is not None:
+            await self.queue.cancel("generate", request.name)
+        else:
+            await self.operations.cancel(request.name)
         return empty_pb2.Empty()
 
     # -- the generation itself
@@ -98,10 +111,11 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         left = context.time_remaining()
         return Call(rid, time.monotonic() + (self.default_timeout_s if left is None else left))
 
-    def _prepare(self, request: pb.GenerateRequest, prefix: str):
+    async def _prepare(self, request: pb.GenerateRequest, prefix: str):
         """Validate everything before any work: the served model and the resolved parameters."""
         try:
-            served = self.registry.get(request.model, request.version)
+            # the release is resolved here, once (canary draw included), and named explicitly to every stage
+            served = await self.registry.resolve(request.model, request.version, request.request_id)
             init_rgb = init_depth = None
             if request.HasField("init_image"):
                 init_rgb, init_depth = read_rgbd(request.init_image, "init_image", served.spec.vae_scale_factor)
@@ -115,6 +129,12 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         return served, p, raw
 
     async def _run(self, served: ServedModel, p, raw: bool, call: Call) -> AsyncIterator[Step | pb.GenerateResult]:
+        with self.registry.lease(served):  # the release stays loaded (here) until the result is out
+            async for event in self._stages(served, p, raw, call):
+                yield event
+
+    async def _stages(self, served: ServedModel, p, raw: bool, call: Call
+                      ) -> AsyncIterator[Step | pb.GenerateResult]:
         down = self.downstream
         t0 = time.perf_counter()
         # 1. encode the prompt and, for classifier-free guidance, the negative prompt (separately, as in-process)
@@ -141,6 +161,8 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
         meta = generation_metadata(served.spec, served.runtime_kind, p, cond.token_counts[0], cond.truncated_tokens[0],
                                    {"encode_s": t1 - t0, "sample_s": t2 - t1, "decode_s": t3 - t2, "total_s": t3 - t0})
         meta["model"]["name"], meta["model"]["version"] = served.name, served.version
+        if served.release is not None:
+            meta["model"]["release"] = served.release.number
         yield pb.GenerateResult(
             request_id=call.request_id, images=images, seed=p.seed, model=served.name, model_version=served.version,
             metadata_json=json.dumps(meta), timings=common_pb2.Timings(

@@ -24,8 +24,9 @@ class TextEncoderServicer(text_encoder_pb2_grpc.TextEncoderServicer):
         for i, p in enumerate(prompts):
             if len(p) > MAX_PROMPT_CHARS:
                 raise invalid(f"prompts[{i}]", f"<{len(p)} characters>", f"at most {MAX_PROMPT_CHARS} characters")
-        served = self.registry.get(request.model, request.version)
-        enc = await self.stages.encode_text(served, prompts)
+        served = await self.registry.resolve(request.model, request.version, request.request_id)
+        with self.registry.lease(served):
+            enc = await self.stages.encode_text(served, prompts)
         return pb.EncodeTextResponse(
             request_id=request.request_id, embeddings=tensors.to_tensor(enc.embeddings),
             token_counts=enc.token_counts, truncated_tokens=enc.truncated_tokens, model_version=served.version)

@@ -107,7 +107,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "versions", "default_version", "source", "rgbd_channels", "default_height", "default_width", "default_scheduler", "is_default")
+    __slots__ = ("name", "versions", "default_version", "source", "rgbd_channels", "default_height", "default_width", "default_scheduler", "is_default", "canary_version", "canary_percent", "releases")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +117,9 @@ class ModelInfo(_message.Message):
     DEFAULT_WIDTH_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_SCHEDULER_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
+    CANARY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CANARY_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    RELEASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     versions: _containers.RepeatedScalarFieldContainer[str]
     default_version: str
@@ -126,7 +129,31 @@ class ModelInfo(_message.Message):
     default_width: int
     default_scheduler: str
     is_default: bool
-    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., default_version: _Optional[str] = ..., source: _Optional[str] = ..., rgbd_channels: _Optional[int] = ..., default_height: _Optional[int] = ..., default_width: _Optional[int] = ..., default_scheduler: _Optional[str] = ..., is_default: _Optional[bool] = ...) -> None: ...
+    canary_version: str
+    canary_percent: int
+    releases: _containers.RepeatedCompositeFieldContainer[ReleaseInfo]
+    def __init__(self, name: _Optional[str] = ..., versions: _Optional[_Iterable[str]] = ..., default_version: _Optional[str] = ..., source: _Optional[str] = ..., rgbd_channels: _Optional[int] = ..., default_height: _Optional[int] = ..., default_width: _Optional[int] = ..., default_scheduler: _Optional[str] = ..., is_default: _Optional[bool] = ..., canary_version: _Optional[str] = ..., canary_percent: _Optional[int] = ..., releases: _Optional[_Iterable[_Union[ReleaseInfo, _Mapping]]] = ...) -> None: ...
+
+class ReleaseInfo(_message.Message):
+    __slots__ = ("version", "model_versions", "state", "detail", "created")
+    class ModelVersionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    model_versions: _containers.ScalarMap[str, int]
+    state: str
+    detail: str
+    created: str
+    def __init__(self, version: _Optional[str] = ..., model_versions: _Optional[_Mapping[str, int]] = ..., state: _Optional[str] = ..., detail: _Optional[str] = ..., created: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
