@@ -21,3 +21,15 @@ def prepared(tmp_path_factory) -> Path:
     return root / "prep"
 
 
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models gain nothing from a second thread, and on a loaded 2-core machine OpenMP barriers over busy cores
+    made a 2-thread tiny U-Net step up to 7x slower (bench/README.md): run the training tests single-threaded."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
