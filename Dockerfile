@@ -24,11 +24,13 @@ COPY constraints.txt ./
 RUN pip install --index-url "${TORCH_INDEX_URL}" torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY services ./services
+COPY training ./training
 # Non-editable: the image carries the built package, not the source tree. The `triton` extra holds the Triton
-# runtime's client (components/triton). open-clip-torch only for the CLIP BPE file it ships (`ldm3d
-# make-tiny-model`): open_clip itself is never imported, and its dependencies would pull torchvision.
-RUN pip install -c constraints.txt ".[serve,render,triton,jobs]" \
- && pip install --no-deps open-clip-torch==3.3.0 \
+# runtime's client (components/triton), `jobs` the durable job queue, `train` ldm3d-train (components/training).
+# open-clip-torch only for the CLIP BPE file it ships (`ldm3d make-tiny-model`) and lpips only for LPIPS'
+# linear-head weights: neither is imported, and their dependencies would pull torchvision.
+RUN pip install -c constraints.txt ".[serve,render,triton,jobs,train]" \
+ && pip install --no-deps open-clip-torch==3.3.0 lpips==0.1.4 \
  && ldm3d serve --help >/dev/null
 
 # ---- runtime ---------------------------------------------------------------------------------------------------

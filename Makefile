@@ -27,6 +27,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e ".[all]"
 	# only for the CLIP BPE merges file it ships (open_clip itself is never imported: it would pull torchvision)
 	$(PIP) install -q --no-deps open-clip-torch==3.3.0
+	# only for LPIPS' linear-head weights (ldm3d-train autoencoder); `import lpips` would pull torchvision
+	$(PIP) install -q --no-deps lpips==0.1.4
 	touch $@
 
 # ffmpeg (videos), libusb (open3d imports it), exiftool (360 video metadata), chromium (the viewer's browser tests,
@@ -63,6 +65,7 @@ bench: venv system-deps
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/render.py
 	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/train.py
 
 protos: venv
 	$(BIN)/python scripts/gen_protos.py

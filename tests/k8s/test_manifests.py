@@ -44,12 +44,12 @@ pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (with kustomize
 
 # Overlays, plus compositions no overlay uses (the embedded runtime with every service split out), rendered from a
 # kustomization written to a temporary folder. Each name renders to one list of objects.
-TARGETS = [*OVERLAYS, "embedded-split"]
+TARGETS = [*OVERLAYS, "embedded-split", "training"]
 # volumes pods write: the shared render output (components/queue) and Redis' data
 WRITABLE_CLAIMS = {"ldm3d-renders", "ldm3d-redis"}
 # custom resources kubernetes-validate has no schema for: test_queue.py validates them against KEDA's CRDs
 CUSTOM_GROUPS = ("keda.sh/",)
-COMPOSITIONS = {"embedded-split": ("embedded", "hpa", "depth-models")}
+COMPOSITIONS = {"embedded-split": ("embedded", "hpa", "depth-models"), "training": ("training",)}
 
 
 @functools.cache
@@ -111,7 +111,7 @@ def serve_config(overlay: str, container: dict) -> ServeConfig:
 
 def test_every_overlay_is_there():
     assert {"dev", "production"} <= set(OVERLAYS)
-    for comp in ("embedded", "triton", "hpa", "depth-models"):
+    for comp in ("embedded", "triton", "hpa", "depth-models", "training"):
         assert (K8S / "components" / comp / "kustomization.yaml").is_file()
 
 
@@ -262,16 +262,17 @@ def test_ldm3d_containers_match_their_config(overlay):
 def test_every_reference_resolves(overlay):
     deps = objects(overlay, "Deployment")
     services = objects(overlay, "Service")
+    workloads = {**deps, **objects(overlay, "Job")}  # a Job's pods may be behind a (headless) Service too
 
     def pods_of(selector: dict) -> list[str]:
-        return [n for n, d in deps.items() if selects(selector, d["spec"]["template"]["metadata"]["labels"])]
+        return [n for n, d in workloads.items() if selects(selector, d["spec"]["template"]["metadata"]["labels"])]
 
     for name, dep in deps.items():
         assert selects(dep["spec"]["selector"]["matchLabels"], dep["spec"]["template"]["metadata"]["labels"]), name
     for name, svc in services.items():
         (target,) = pods_of(svc["spec"]["selector"]) or [None]
         assert target, f"{overlay}: Service {name} selects no Deployment"
-        ports = {p["name"]: p["containerPort"] for c in deps[target]["spec"]["template"]["spec"]["containers"]
+        ports = {p["name"]: p["containerPort"] for c in workloads[target]["spec"]["template"]["spec"]["containers"]
                  for p in c.get("ports", [])}
         for p in svc["spec"]["ports"]:
             assert p["targetPort"] in ports or p["targetPort"] in ports.values(), f"{overlay}: {name} {p}"
@@ -418,7 +419,7 @@ def test_dockerfile_matches_the_manifests():
     assert any(ln.startswith("FROM ${PYTHON_IMAGE}") for ln in lines) and "ARG PYTHON_IMAGE=python:3.11-slim" in lines
     # torch is installed (pinned) before the package, which is installed under the constraints
     torch_at = text.index("torch==2.13.0")
-    pkg_at = text.index('pip install -c constraints.txt ".[serve,render,triton,jobs]"')
+    pkg_at = text.index('pip install -c constraints.txt ".[serve,render,triton,jobs,train]"')
     assert torch_at < pkg_at
     for pkg in ("ffmpeg", "libusb-1.0-0"):
         assert re.search(rf"apt-get install[^\n]*\n?[^\n]*\b{re.escape(pkg)}\b", text), pkg
@@ -432,3 +433,40 @@ def test_dockerfile_matches_the_manifests():
                 sc = pod["securityContext"]
                 assert (sc["runAsUser"], sc["runAsGroup"]) == (uid, gid), f"{overlay}: {name} vs Dockerfile {user}"
                 assert all(c["args"][0] in ("serve", "worker") for c in pod["containers"]), name
+
+
+def test_training_component():
+    """An Indexed Job of torchrun nodes (pod 0 is the master, reached through the headless Service), whose command
+    the real `ldm3d-train` parser accepts, hardened like the services, writing to the model repository volume."""
+    import shlex as _shlex
+
+    from ldm3d_training.cli import build_parser as train_parser
+
+    job = objects("training", "Job")["ldm3d-train"]
+    spec = job["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
+    pod = spec["template"]["spec"]
+    svc = objects("training", "Service")[pod["subdomain"]]
+    assert svc["spec"]["clusterIP"] == "None" and selects(svc["spec"]["selector"], spec["template"]["metadata"]["labels"])
+    c = pod["containers"][0]
+    env = {e["name"]: e.get("value", "") for e in c["env"]}
+    assert int(env["NNODES"]) == spec["completions"]
+    script = c["args"][0]
+    for name, value in {**env, "JOB_COMPLETION_INDEX": "0"}.items():
+        script = script.replace(f"$({name})", value)
+    words = _shlex.split(script[script.index("torchrun"):].replace("$RESUME", "").replace(";", " ; "))
+    assert f"ldm3d-train-0.{pod['subdomain']}" in words
+    train = words[words.index("-m") + 2:words.index("&&")]
+    ns = train_parser().parse_args(train)  # SystemExit (a test failure) when the CLI refuses the flags
+    assert ns.command == "unet" and ns.device in ("cpu", "cuda", "hpu")
+    publish = words[words.index("ldm3d-train"):]
+    publish = publish[:publish.index(";")] if ";" in publish else publish
+    pns = train_parser().parse_args(publish[1:])
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    repo = next(n for n, v in vols.items() if v.get("persistentVolumeClaim", {}).get("claimName") ==
+                "ldm3d-model-repository")
+    assert mounts[repo]["mountPath"] == pns.repository and not mounts[repo].get("readOnly")
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] and not sc["allowPrivilegeEscalation"] and pod["securityContext"]["runAsNonRoot"]
+    assert {"cpu", "memory"} <= set(c["resources"]["limits"]) and {"cpu", "memory"} <= set(c["resources"]["requests"])

@@ -236,6 +236,7 @@ def export_models(
     checkpoint_hash: str = "",
     fused_attention: bool = False,
     seamless: bool = False,
+    source_extra: dict | None = None,
 ) -> list[ExportResult]:
     """Export in-memory fp32 modules (``text_encoder``, ``unet``, ``vae``) into ``repository`` as ``version``.
 
@@ -246,6 +247,7 @@ def export_models(
     backend, TensorRT's ONNX parser included, reads.
     ``seamless`` bakes circular x padding into the U-Net and VAE graphs (:mod:`ldm3d.models.seamless`: Slice +
     Concat, not a circular Pad op) and records it in their manifests (``export.seamless``).
+    ``source_extra`` is merged into each manifest's ``source`` (``ldm3d-train publish`` records the training run there).
     Raises ``InvalidArgument`` when the version exists, ``FailedPrecondition`` when a graph misses ``tolerance``.
     """
     root = Path(repository)
@@ -268,7 +270,8 @@ def export_models(
             if name in modules:
                 make_switchable(modules[name])  # plain unless switched on: the caller's modules behave as before
     graphs = _graphs(modules)
-    source = {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules", "sha256": checkpoint_hash}
+    source = {"checkpoint": str(checkpoint) if checkpoint else "in-memory modules", "sha256": checkpoint_hash,
+              **(source_extra or {})}
     results = []
     for model in models:
         mult = _latent_multiple(model, modules)
@@ -417,4 +420,3 @@ def export_checkpoint(checkpoint: str | Path, repository: str | Path, version: i
     modules = load_modules(folder)
     return export_models(modules, repository, version, models, fp16, opset, tolerance, checkpoint=folder,
                          checkpoint_hash=checkpoint_hash(folder), fused_attention=fused_attention, seamless=seamless)
-
