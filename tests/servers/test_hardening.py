@@ -89,11 +89,11 @@ def test_not_serving_until_the_models_are_warm(tiny_model, monkeypatch):
         statuses = []
         while not done.is_set():
             for name in ("", "ldm3d.v1.DiffusionSampler"):
-                statuses.append((done.is_set(), stub.Check(health_pb2.HealthCheckRequest(service=name),
-                                                            timeout=5).status))
+                st = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+                statuses.append((st, done.is_set()))  # read after the answer: SERVING implies warm-up had ended
             time.sleep(0.05)
         starter.join(60)
-        assert all(st == NOT_SERVING for finished, st in statuses if not finished) and len(statuses) > 4
+        assert all(warm for st, warm in statuses if st != NOT_SERVING) and len(statuses) > 4, statuses
         assert stub.Check(health_pb2.HealthCheckRequest(service="ldm3d.v1.DiffusionSampler"), timeout=5).status \
             == SERVING
     seen[0].stop()
