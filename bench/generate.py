@@ -11,6 +11,7 @@ from "cold" runs (a new prompt every time), which compare the same work.
 
 from __future__ import annotations
 
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
 import argparse
 import json
 import statistics

@@ -23,13 +23,8 @@ health latency (p50 / p99 / max, overall and under the bombs), the server's memo
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# this folder is sys.path[0] when run as a script, and bench/queue.py would shadow the standard library's queue
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
-
-import argparse  # noqa: E402
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
+import argparse
 import io
 import json
 import math

@@ -23,6 +23,7 @@ Every process gets the same ``OMP_NUM_THREADS`` (``--threads``, default 1). Need
 
 from __future__ import annotations
 
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
 import sys
 from pathlib import Path
 

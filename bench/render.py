@@ -20,6 +20,7 @@ inflate wall time (the targets are for an otherwise idle 2-core CPU). Targets: t
 
 from __future__ import annotations
 
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
 import argparse
 import json
 import os

@@ -18,6 +18,7 @@ warming the new release beside the serving one; on a shared 2-core machine the s
 
 from __future__ import annotations
 
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
 import argparse
 import hashlib
 import json

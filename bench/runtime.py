@@ -19,6 +19,7 @@ the U-Net output and, end to end, for the image.
 
 from __future__ import annotations
 
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
 import argparse
 import copy
 import json

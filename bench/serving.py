@@ -33,6 +33,7 @@ unless ``--intra-op-threads`` is given.
 
 from __future__ import annotations
 
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
 import argparse
 import json
 import os

@@ -20,6 +20,7 @@ when the machine has less than ``--min-free-gb`` available.
 
 from __future__ import annotations
 
+import _stdlib_first  # noqa: F401,I001  (first: bench/queue.py must not shadow the standard library)
 import argparse
 import json
 import os
