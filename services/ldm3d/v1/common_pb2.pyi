@@ -25,6 +25,15 @@ class ImageEncoding(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     IMAGE_ENCODING_UNSPECIFIED: _ClassVar[ImageEncoding]
     IMAGE_ENCODING_PNG: _ClassVar[ImageEncoding]
     IMAGE_ENCODING_RAW: _ClassVar[ImageEncoding]
+
+class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OPERATION_STATE_UNSPECIFIED: _ClassVar[OperationState]
+    OPERATION_STATE_QUEUED: _ClassVar[OperationState]
+    OPERATION_STATE_RUNNING: _ClassVar[OperationState]
+    OPERATION_STATE_SUCCEEDED: _ClassVar[OperationState]
+    OPERATION_STATE_FAILED: _ClassVar[OperationState]
+    OPERATION_STATE_CANCELLED: _ClassVar[OperationState]
 DATA_TYPE_UNSPECIFIED: DataType
 DATA_TYPE_FLOAT32: DataType
 DATA_TYPE_FLOAT16: DataType
@@ -35,6 +44,12 @@ DATA_TYPE_INT64: DataType
 IMAGE_ENCODING_UNSPECIFIED: ImageEncoding
 IMAGE_ENCODING_PNG: ImageEncoding
 IMAGE_ENCODING_RAW: ImageEncoding
+OPERATION_STATE_UNSPECIFIED: OperationState
+OPERATION_STATE_QUEUED: OperationState
+OPERATION_STATE_RUNNING: OperationState
+OPERATION_STATE_SUCCEEDED: OperationState
+OPERATION_STATE_FAILED: OperationState
+OPERATION_STATE_CANCELLED: OperationState
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")

@@ -26,9 +26,11 @@ from google.longrunning import operations_pb2 as google_dot_longrunning_dot_oper
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from ldm3d.v1 import common_pb2 as ldm3d_dot_v1_dot_common__pb2
+from ldm3d.v1 import renderer_pb2 as ldm3d_dot_v1_dot_renderer__pb2
 
+from ldm3d.v1.common_pb2 import *
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ldm3d/v1/studio.proto\x12\x08ldm3d.v1\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ldm3d/v1/common.proto\"\xca\x03\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\x13\n\x06height\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x04\x88\x01\x01\x12\x11\n\tscheduler\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\x17\n\nnum_images\x18\x0c \x01(\x05H\x05\x88\x01\x01\x12/\n\x0eimage_encoding\x18\r \x01(\x0e\x32\x17.ldm3d.v1.ImageEncoding\x12\"\n\ninit_image\x18\x0e \x01(\x0b\x32\x0e.ldm3d.v1.RGBD\x12\x15\n\x08strength\x18\x0f \x01(\x01H\x06\x88\x01\x01\x42\t\n\x07_heightB\x08\n\x06_widthB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\r\n\x0b_num_imagesB\x0b\n\t_strength\"\xb3\x01\n\x0eGenerateResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x06images\x18\x02 \x03(\x0b\x32\x0e.ldm3d.v1.RGBD\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\"\n\x07timings\x18\x06 \x01(\x0b\x32\x11.ldm3d.v1.Timings\x12\x15\n\rmetadata_json\x18\x07 \x01(\t\"\x83\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x08progress\x18\x02 \x01(\x0b\x32\x12.ldm3d.v1.ProgressH\x00\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.ldm3d.v1.GenerateResultH\x00\x42\x07\n\x05\x65vent\"C\n\x14GenerateBatchRequest\x12+\n\x08requests\x18\x01 \x03(\x0b\x32\x19.ldm3d.v1.GenerateRequest\"B\n\x15GenerateBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ldm3d.v1.GenerateResult\"\x13\n\x11ListModelsRequest\"\xa2\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x15\n\rrgbd_channels\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x06 \x01(\x05\x12\x15\n\rdefault_width\x18\x07 \x01(\x05\x12\x19\n\x11\x64\x65\x66\x61ult_scheduler\x18\x08 \x01(\t\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x16\n\x0e\x63\x61nary_version\x18\n \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x0b \x01(\x05\x12\'\n\x08releases\x18\x0c \x03(\x0b\x32\x15.ldm3d.v1.ReleaseInfo\"\xc6\x01\n\x0bReleaseInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12@\n\x0emodel_versions\x18\x02 \x03(\x0b\x32(.ldm3d.v1.ReleaseInfo.ModelVersionsEntry\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\t\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.ldm3d.v1.ModelInfo\"\xd7\x01\n\x10GenerateMetadata\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.ldm3d.v1.OperationState\x12$\n\x08progress\x18\x03 \x01(\x0b\x32\x12.ldm3d.v1.Progress\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc4\x01\n\x0eOperationState\x12\x1f\n\x1bOPERATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16OPERATION_STATE_QUEUED\x10\x01\x12\x1b\n\x17OPERATION_STATE_RUNNING\x10\x02\x12\x1d\n\x19OPERATION_STATE_SUCCEEDED\x10\x03\x12\x1a\n\x16OPERATION_STATE_FAILED\x10\x04\x12\x1d\n\x19OPERATION_STATE_CANCELLED\x10\x05\x32\xe3\x03\n\x06Studio\x12\x43\n\x08Generate\x12\x19.ldm3d.v1.GenerateRequest\x1a\x1a.ldm3d.v1.GenerateResponse0\x01\x12P\n\rGenerateBatch\x12\x1e.ldm3d.v1.GenerateBatchRequest\x1a\x1f.ldm3d.v1.GenerateBatchResponse\x12G\n\nListModels\x12\x1b.ldm3d.v1.ListModelsRequest\x1a\x1c.ldm3d.v1.ListModelsResponse\x12J\n\x0eSubmitGenerate\x12\x19.ldm3d.v1.GenerateRequest\x1a\x1d.google.longrunning.Operation\x12V\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\x12U\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x16.google.protobuf.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15ldm3d/v1/studio.proto\x12\x08ldm3d.v1\x1a#google/longrunning/operations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15ldm3d/v1/common.proto\x1a\x17ldm3d/v1/renderer.proto\"\xca\x03\n\x0fGenerateRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x17\n\x0fnegative_prompt\x18\x03 \x01(\t\x12\x13\n\x06height\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05width\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05steps\x18\x06 \x01(\x05H\x02\x88\x01\x01\x12\x1b\n\x0eguidance_scale\x18\x07 \x01(\x01H\x03\x88\x01\x01\x12\x11\n\x04seed\x18\x08 \x01(\x04H\x04\x88\x01\x01\x12\x11\n\tscheduler\x18\t \x01(\t\x12\r\n\x05model\x18\n \x01(\t\x12\x0f\n\x07version\x18\x0b \x01(\t\x12\x17\n\nnum_images\x18\x0c \x01(\x05H\x05\x88\x01\x01\x12/\n\x0eimage_encoding\x18\r \x01(\x0e\x32\x17.ldm3d.v1.ImageEncoding\x12\"\n\ninit_image\x18\x0e \x01(\x0b\x32\x0e.ldm3d.v1.RGBD\x12\x15\n\x08strength\x18\x0f \x01(\x01H\x06\x88\x01\x01\x42\t\n\x07_heightB\x08\n\x06_widthB\x08\n\x06_stepsB\x11\n\x0f_guidance_scaleB\x07\n\x05_seedB\r\n\x0b_num_imagesB\x0b\n\t_strength\"\xb3\x01\n\x0eGenerateResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x1e\n\x06images\x18\x02 \x03(\x0b\x32\x0e.ldm3d.v1.RGBD\x12\x0c\n\x04seed\x18\x03 \x01(\x04\x12\r\n\x05model\x18\x04 \x01(\t\x12\x15\n\rmodel_version\x18\x05 \x01(\t\x12\"\n\x07timings\x18\x06 \x01(\x0b\x32\x11.ldm3d.v1.Timings\x12\x15\n\rmetadata_json\x18\x07 \x01(\t\"\x83\x01\n\x10GenerateResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12&\n\x08progress\x18\x02 \x01(\x0b\x32\x12.ldm3d.v1.ProgressH\x00\x12*\n\x06result\x18\x03 \x01(\x0b\x32\x18.ldm3d.v1.GenerateResultH\x00\x42\x07\n\x05\x65vent\"C\n\x14GenerateBatchRequest\x12+\n\x08requests\x18\x01 \x03(\x0b\x32\x19.ldm3d.v1.GenerateRequest\"B\n\x15GenerateBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.ldm3d.v1.GenerateResult\"\x13\n\x11ListModelsRequest\"\xa2\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08versions\x18\x02 \x03(\t\x12\x17\n\x0f\x64\x65\x66\x61ult_version\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x15\n\rrgbd_channels\x18\x05 \x01(\x05\x12\x16\n\x0e\x64\x65\x66\x61ult_height\x18\x06 \x01(\x05\x12\x15\n\rdefault_width\x18\x07 \x01(\x05\x12\x19\n\x11\x64\x65\x66\x61ult_scheduler\x18\x08 \x01(\t\x12\x12\n\nis_default\x18\t \x01(\x08\x12\x16\n\x0e\x63\x61nary_version\x18\n \x01(\t\x12\x16\n\x0e\x63\x61nary_percent\x18\x0b \x01(\x05\x12\'\n\x08releases\x18\x0c \x03(\x0b\x32\x15.ldm3d.v1.ReleaseInfo\"\xc6\x01\n\x0bReleaseInfo\x12\x0f\n\x07version\x18\x01 \x01(\t\x12@\n\x0emodel_versions\x18\x02 \x03(\x0b\x32(.ldm3d.v1.ReleaseInfo.ModelVersionsEntry\x12\r\n\x05state\x18\x03 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x04 \x01(\t\x12\x0f\n\x07\x63reated\x18\x05 \x01(\t\x1a\x34\n\x12ModelVersionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"9\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.ldm3d.v1.ModelInfo\"\xd7\x01\n\x10GenerateMetadata\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.ldm3d.v1.OperationState\x12$\n\x08progress\x18\x03 \x01(\x0b\x32\x12.ldm3d.v1.Progress\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"w\n\x0bPanoRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12+\n\x08generate\x18\x02 \x01(\x0b\x32\x19.ldm3d.v1.GenerateRequest\x12\'\n\x06render\x18\x03 \x01(\x0b\x32\x17.ldm3d.v1.RenderRequest\"\xf3\x01\n\x0cPanoMetadata\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.ldm3d.v1.OperationState\x12\r\n\x05stage\x18\x03 \x01(\t\x12$\n\x08progress\x18\x04 \x01(\x0b\x32\x12.ldm3d.v1.Progress\x12\x0f\n\x07message\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"v\n\nPanoResult\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\ngeneration\x18\x02 \x01(\x0b\x32\x18.ldm3d.v1.GenerateResult\x12&\n\x06render\x18\x03 \x01(\x0b\x32\x16.ldm3d.v1.RenderResult2\xa7\x04\n\x06Studio\x12\x43\n\x08Generate\x12\x19.ldm3d.v1.GenerateRequest\x1a\x1a.ldm3d.v1.GenerateResponse0\x01\x12P\n\rGenerateBatch\x12\x1e.ldm3d.v1.GenerateBatchRequest\x1a\x1f.ldm3d.v1.GenerateBatchResponse\x12G\n\nListModels\x12\x1b.ldm3d.v1.ListModelsRequest\x1a\x1c.ldm3d.v1.ListModelsResponse\x12J\n\x0eSubmitGenerate\x12\x19.ldm3d.v1.GenerateRequest\x1a\x1d.google.longrunning.Operation\x12V\n\x0cGetOperation\x12\'.google.longrunning.GetOperationRequest\x1a\x1d.google.longrunning.Operation\x12U\n\x0f\x43\x61ncelOperation\x12*.google.longrunning.CancelOperationRequest\x1a\x16.google.protobuf.Empty\x12\x42\n\nSubmitPano\x12\x15.ldm3d.v1.PanoRequest\x1a\x1d.google.longrunning.OperationP\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,30 +39,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RELEASEINFO_MODELVERSIONSENTRY']._loaded_options = None
   _globals['_RELEASEINFO_MODELVERSIONSENTRY']._serialized_options = b'8\001'
-  _globals['_OPERATIONSTATE']._serialized_start=1864
-  _globals['_OPERATIONSTATE']._serialized_end=2060
-  _globals['_GENERATEREQUEST']._serialized_start=158
-  _globals['_GENERATEREQUEST']._serialized_end=616
-  _globals['_GENERATERESULT']._serialized_start=619
-  _globals['_GENERATERESULT']._serialized_end=798
-  _globals['_GENERATERESPONSE']._serialized_start=801
-  _globals['_GENERATERESPONSE']._serialized_end=932
-  _globals['_GENERATEBATCHREQUEST']._serialized_start=934
-  _globals['_GENERATEBATCHREQUEST']._serialized_end=1001
-  _globals['_GENERATEBATCHRESPONSE']._serialized_start=1003
-  _globals['_GENERATEBATCHRESPONSE']._serialized_end=1069
-  _globals['_LISTMODELSREQUEST']._serialized_start=1071
-  _globals['_LISTMODELSREQUEST']._serialized_end=1090
-  _globals['_MODELINFO']._serialized_start=1093
-  _globals['_MODELINFO']._serialized_end=1383
-  _globals['_RELEASEINFO']._serialized_start=1386
-  _globals['_RELEASEINFO']._serialized_end=1584
-  _globals['_RELEASEINFO_MODELVERSIONSENTRY']._serialized_start=1532
-  _globals['_RELEASEINFO_MODELVERSIONSENTRY']._serialized_end=1584
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1586
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1643
-  _globals['_GENERATEMETADATA']._serialized_start=1646
-  _globals['_GENERATEMETADATA']._serialized_end=1861
-  _globals['_STUDIO']._serialized_start=2063
-  _globals['_STUDIO']._serialized_end=2546
+  _globals['_GENERATEREQUEST']._serialized_start=183
+  _globals['_GENERATEREQUEST']._serialized_end=641
+  _globals['_GENERATERESULT']._serialized_start=644
+  _globals['_GENERATERESULT']._serialized_end=823
+  _globals['_GENERATERESPONSE']._serialized_start=826
+  _globals['_GENERATERESPONSE']._serialized_end=957
+  _globals['_GENERATEBATCHREQUEST']._serialized_start=959
+  _globals['_GENERATEBATCHREQUEST']._serialized_end=1026
+  _globals['_GENERATEBATCHRESPONSE']._serialized_start=1028
+  _globals['_GENERATEBATCHRESPONSE']._serialized_end=1094
+  _globals['_LISTMODELSREQUEST']._serialized_start=1096
+  _globals['_LISTMODELSREQUEST']._serialized_end=1115
+  _globals['_MODELINFO']._serialized_start=1118
+  _globals['_MODELINFO']._serialized_end=1408
+  _globals['_RELEASEINFO']._serialized_start=1411
+  _globals['_RELEASEINFO']._serialized_end=1609
+  _globals['_RELEASEINFO_MODELVERSIONSENTRY']._serialized_start=1557
+  _globals['_RELEASEINFO_MODELVERSIONSENTRY']._serialized_end=1609
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1611
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1668
+  _globals['_GENERATEMETADATA']._serialized_start=1671
+  _globals['_GENERATEMETADATA']._serialized_end=1886
+  _globals['_PANOREQUEST']._serialized_start=1888
+  _globals['_PANOREQUEST']._serialized_end=2007
+  _globals['_PANOMETADATA']._serialized_start=2010
+  _globals['_PANOMETADATA']._serialized_end=2253
+  _globals['_PANORESULT']._serialized_start=2255
+  _globals['_PANORESULT']._serialized_end=2373
+  _globals['_STUDIO']._serialized_start=2376
+  _globals['_STUDIO']._serialized_end=2927
 # @@protoc_insertion_point(module_scope)

@@ -4,29 +4,38 @@ from google.longrunning import operations_pb2 as _operations_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from ldm3d.v1 import common_pb2 as _common_pb2
+from ldm3d.v1 import renderer_pb2 as _renderer_pb2
 from google.protobuf.internal import containers as _containers
-from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from ldm3d.v1.common_pb2 import Tensor as Tensor
+from ldm3d.v1.common_pb2 import Image as Image
+from ldm3d.v1.common_pb2 import RGBD as RGBD
+from ldm3d.v1.common_pb2 import Progress as Progress
+from ldm3d.v1.common_pb2 import Timings as Timings
+from ldm3d.v1.common_pb2 import DataType as DataType
+from ldm3d.v1.common_pb2 import ImageEncoding as ImageEncoding
+from ldm3d.v1.common_pb2 import OperationState as OperationState
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class OperationState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    OPERATION_STATE_UNSPECIFIED: _ClassVar[OperationState]
-    OPERATION_STATE_QUEUED: _ClassVar[OperationState]
-    OPERATION_STATE_RUNNING: _ClassVar[OperationState]
-    OPERATION_STATE_SUCCEEDED: _ClassVar[OperationState]
-    OPERATION_STATE_FAILED: _ClassVar[OperationState]
-    OPERATION_STATE_CANCELLED: _ClassVar[OperationState]
-OPERATION_STATE_UNSPECIFIED: OperationState
-OPERATION_STATE_QUEUED: OperationState
-OPERATION_STATE_RUNNING: OperationState
-OPERATION_STATE_SUCCEEDED: OperationState
-OPERATION_STATE_FAILED: OperationState
-OPERATION_STATE_CANCELLED: OperationState
+DATA_TYPE_UNSPECIFIED: _common_pb2.DataType
+DATA_TYPE_FLOAT32: _common_pb2.DataType
+DATA_TYPE_FLOAT16: _common_pb2.DataType
+DATA_TYPE_UINT8: _common_pb2.DataType
+DATA_TYPE_UINT16: _common_pb2.DataType
+DATA_TYPE_INT32: _common_pb2.DataType
+DATA_TYPE_INT64: _common_pb2.DataType
+IMAGE_ENCODING_UNSPECIFIED: _common_pb2.ImageEncoding
+IMAGE_ENCODING_PNG: _common_pb2.ImageEncoding
+IMAGE_ENCODING_RAW: _common_pb2.ImageEncoding
+OPERATION_STATE_UNSPECIFIED: _common_pb2.OperationState
+OPERATION_STATE_QUEUED: _common_pb2.OperationState
+OPERATION_STATE_RUNNING: _common_pb2.OperationState
+OPERATION_STATE_SUCCEEDED: _common_pb2.OperationState
+OPERATION_STATE_FAILED: _common_pb2.OperationState
+OPERATION_STATE_CANCELLED: _common_pb2.OperationState
 
 class GenerateRequest(_message.Message):
     __slots__ = ("request_id", "prompt", "negative_prompt", "height", "width", "steps", "guidance_scale", "seed", "scheduler", "model", "version", "num_images", "image_encoding", "init_image", "strength")
@@ -169,8 +178,46 @@ class GenerateMetadata(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     request_id: str
-    state: OperationState
+    state: _common_pb2.OperationState
     progress: _common_pb2.Progress
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[OperationState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OperationState, str]] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PanoRequest(_message.Message):
+    __slots__ = ("request_id", "generate", "render")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATE_FIELD_NUMBER: _ClassVar[int]
+    RENDER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    generate: GenerateRequest
+    render: _renderer_pb2.RenderRequest
+    def __init__(self, request_id: _Optional[str] = ..., generate: _Optional[_Union[GenerateRequest, _Mapping]] = ..., render: _Optional[_Union[_renderer_pb2.RenderRequest, _Mapping]] = ...) -> None: ...
+
+class PanoMetadata(_message.Message):
+    __slots__ = ("request_id", "state", "stage", "progress", "message", "create_time", "update_time")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    state: _common_pb2.OperationState
+    stage: str
+    progress: _common_pb2.Progress
+    message: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., state: _Optional[_Union[_common_pb2.OperationState, str]] = ..., stage: _Optional[str] = ..., progress: _Optional[_Union[_common_pb2.Progress, _Mapping]] = ..., message: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PanoResult(_message.Message):
+    __slots__ = ("request_id", "generation", "render")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    RENDER_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    generation: GenerateResult
+    render: _renderer_pb2.RenderResult
+    def __init__(self, request_id: _Optional[str] = ..., generation: _Optional[_Union[GenerateResult, _Mapping]] = ..., render: _Optional[_Union[_renderer_pb2.RenderResult, _Mapping]] = ...) -> None: ...

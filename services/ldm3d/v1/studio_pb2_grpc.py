@@ -66,6 +66,11 @@ class StudioStub:
                 request_serializer=google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.SerializeToString,
                 response_deserializer=google_dot_protobuf_dot_empty__pb2.Empty.FromString,
                 _registered_method=True)
+        self.SubmitPano = channel.unary_unary(
+                '/ldm3d.v1.Studio/SubmitPano',
+                request_serializer=ldm3d_dot_v1_dot_studio__pb2.PanoRequest.SerializeToString,
+                response_deserializer=google_dot_longrunning_dot_operations__pb2.Operation.FromString,
+                _registered_method=True)
 
 
 class StudioServicer:
@@ -115,6 +120,16 @@ class StudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitPano(self, request, context):
+        """`ldm3d pano` as one long-running operation: stage 1 generates the RGBD panorama (as SubmitGenerate), stage 2
+        renders it (as a PanoramaRenderer job in this process). The Operation's metadata is a PanoMetadata, its
+        response a PanoResult. Bad input of either stage fails this call (field names prefixed "generate." or
+        "render."); GetOperation / CancelOperation above take its name ("panos/<request id>").
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StudioServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +162,11 @@ def add_StudioServicer_to_server(servicer, server):
                     servicer.CancelOperation,
                     request_deserializer=google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.FromString,
                     response_serializer=google_dot_protobuf_dot_empty__pb2.Empty.SerializeToString,
+            ),
+            'SubmitPano': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitPano,
+                    request_deserializer=ldm3d_dot_v1_dot_studio__pb2.PanoRequest.FromString,
+                    response_serializer=google_dot_longrunning_dot_operations__pb2.Operation.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -311,6 +331,33 @@ class Studio:
             '/ldm3d.v1.Studio/CancelOperation',
             google_dot_longrunning_dot_operations__pb2.CancelOperationRequest.SerializeToString,
             google_dot_protobuf_dot_empty__pb2.Empty.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitPano(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ldm3d.v1.Studio/SubmitPano',
+            ldm3d_dot_v1_dot_studio__pb2.PanoRequest.SerializeToString,
+            google_dot_longrunning_dot_operations__pb2.Operation.FromString,
             options,
             channel_credentials,
             insecure,
