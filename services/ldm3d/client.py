@@ -18,6 +18,8 @@
         job = c.submit_render(rgb, depth, ods=True, path="orbit", seconds=2, fps=12, size=(640, 360), meshes=("glb",))
         render = c.wait_render(job, on_progress=lambda done, total, message: print(done, total, message))
         {a.name: a.data for a in render.artifacts}         # or a.path with files=True (--render-output-dir)
+        name = c.submit_pano(GenerateParams(prompt="...", height=256, width=512), ods=True, meshes=("glb",))
+        pano, render = c.wait_pano(name)                   # both stages as one operation (`ldm3d pano --server`)
 
 A locked server (docs/security.md): ``StudioClient("host:50051", tls_ca="ca.pem", api_key=KEY)`` (``tls=True``
 trusts the system's roots; ``tls_cert``/``tls_key`` present a client certificate for mutual TLS).
@@ -218,6 +220,50 @@ class StudioClient:
                 return result
             if end is not None and time.monotonic() > end:
                 raise DeadlineExceeded(f"render {name} was not done within {timeout} s")
+            time.sleep(poll_s)
+
+    # -- Studio.SubmitPano: both stages of `ldm3d pano` as one operation
+    def submit_pano(self, params: GenerateParams, *, model: str = "",
+                    version: str = "", request_id: str | None = None, path: str | list | None = None,
+                    size: tuple[int, int] | None = None, eye_size: tuple[int, int] | None = None,
+                    meshes: tuple[str, ...] = (), files: bool = False, output_dir: str = "", **options) -> str:
+        """Start text → RGBD panorama → render (``submit_render``'s options, without the panorama: stage 1's is
+        rendered); returns the operation's name (``panos/...``) for :meth:`wait_pano` or :meth:`cancel`."""
+        gen = to_request(params, model=model, version=version, request_id=request_id)
+        empty = np.zeros((0, 0), np.uint16)
+        render = render_wire.to_request(empty, empty, path=path, size=size, eye_size=eye_size, meshes=meshes,
+                                        files=files, output_dir=output_dir, **options)
+        render.ClearField("panorama")
+        render.request_id = ""
+        req = studio_pb2.PanoRequest(request_id=gen.request_id, generate=gen, render=render)
+        return self._call(self._stub.SubmitPano, req).name
+
+    def wait_pano(self, name: str, on_step: OnStep | None = None, on_progress: OnProgress | None = None,
+                  poll_s: float = 0.2, timeout: float | None = None) -> tuple[GenerateResult, renderer_pb2.RenderResult]:
+        """Poll a SubmitPano operation until done, calling ``on_step(step, total, elapsed_s)`` while it generates
+        and ``on_progress(done, total, message)`` while it renders; the panorama and the ``RenderResult``, or the
+        operation's error raised as the typed error."""
+        end = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        while True:
+            op = self.get_operation(name)
+            meta = studio_pb2.PanoMetadata()
+            op.metadata.Unpack(meta)
+            now = (meta.stage, meta.progress.step, meta.progress.total, meta.message)
+            if now != seen and meta.HasField("progress"):
+                if meta.stage == "generate" and on_step is not None:
+                    on_step(*tensors.from_progress(meta.progress))
+                elif meta.stage == "render" and on_progress is not None:
+                    on_progress(meta.progress.step, meta.progress.total, meta.message)
+            seen = now
+            if op.done:
+                if op.HasField("error"):
+                    raise status.from_status_proto(op.error, f"operation {name}")
+                result = studio_pb2.PanoResult()
+                op.response.Unpack(result)
+                return from_result(result.generation), result.render
+            if end is not None and time.monotonic() > end:
+                raise DeadlineExceeded(f"operation {name} was not done within {timeout} s")
             time.sleep(poll_s)
 
     def close(self) -> None:

@@ -13,8 +13,8 @@ generation record), ods.png (top-bottom, left eye on top), <path>.mp4 (camera mo
 with spherical-video metadata), mesh.glb, index.html + viewer/ (the page) and pano.json (every parameter; written
 last, so a folder with pano.json is complete). --model takes a diffusers checkpoint (torch; seamless by default) or
 a model repository from `ldm3d export` (embedded ONNX Runtime; seamless if it was exported with --seamless).
-With --server HOST:PORT both stages run on a platform (`ldm3d serve all`: Studio.Generate, then a PanoramaRenderer
-operation) and the very same files are written here.
+With --server HOST:PORT both stages run on a platform (`ldm3d serve all`) as one Studio.SubmitPano operation and
+the very same files are written here.
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def register(sub) -> None:
     r.add_argument("--ipd", type=float, default=0.064, help="eye separation in metres")
     r.add_argument("--mesh-step", type=int, default=1, help="mesh vertex every N pixels (2 or 4 for big panoramas)")
     p.add_argument("--server", metavar="HOST:PORT",
-                   help="run both stages on a platform (`ldm3d serve all`): Studio.Generate, then a "
-                        "PanoramaRenderer job (and DepthEvaluator for --estimate-depth); the page is written here")
+                   help="run both stages on a platform (`ldm3d serve all`) as one Studio.SubmitPano operation "
+                        "(and DepthEvaluator first for --estimate-depth); the page is written here")
     connection.add_arguments(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -250,13 +250,15 @@ class _LocalStages:
 
 
 class _RemoteStages:
-    """Both stages on a platform: ``Studio.Generate`` (streamed steps), then a ``PanoramaRenderer`` operation whose
-    artifacts come back as bytes and are written here; ``--estimate-depth`` asks its ``DepthEvaluator``."""
+    """Both stages on a platform as one ``Studio.SubmitPano`` operation, polled for its progress (denoising steps,
+    then render units); its artifacts come back as bytes and are written here. ``--estimate-depth`` asks the
+    platform's ``DepthEvaluator`` first (the init depth travels in the request)."""
 
     def __init__(self, args):
         from ..client import StudioClient
         from ..errors import NotFound
 
+        self.args = args
         self.client = StudioClient(args.server, **connection.options(args))
         self.model = args.model or ""
         models = self.client.list_models()
@@ -265,6 +267,7 @@ class _RemoteStages:
             raise NotFound(f"--model {self.model!r} is not served at {args.server} (it serves "
                            f"{', '.join(m.name for m in models) or 'nothing'})", field="model")
         self.default_height = int(info.default_height)
+        self.rendered = None
 
     def estimate_depth(self, rgb):
         return self.client.estimate_depth(rgb)
@@ -273,17 +276,29 @@ class _RemoteStages:
         self.client.close()
 
     def generate(self, params, on_step):
-        return self.client.generate(params, on_step, model=self.model)
+        """The whole operation: the panorama is returned, the render result kept for :meth:`render`."""
+        spec = _render_spec(self.args, None, None)
+        name = self.client.submit_pano(
+            params, model=self.model, path=spec.path, size=spec.size, eye_size=spec.eye_size,
+            meshes=tuple(spec.meshes), ods=spec.ods, video360=spec.video360, seconds=spec.seconds, fps=spec.fps,
+            projection=spec.projection, radius=spec.radius, depth_strength=spec.depth_strength, ipd=spec.ipd,
+            mesh_step=spec.mesh_step)
+        bar = _bar(self.args, "render", "step")
+        try:
+            result, self.rendered = self.client.wait_pano(name, on_step=on_step,
+                                                          on_progress=lambda d, t, m: bar(d, t, m))
+        except KeyboardInterrupt:  # Ctrl-C: stop the server's work too
+            self.client.cancel(name)
+            raise
+        finally:
+            bar.close()
+        return result
 
     def render(self, spec, out: Path, progress):
         from .. import codec
         from ..render import Artifact, RenderResult
 
-        job = self.client.submit_render(
-            spec.rgb, spec.depth, path=spec.path, size=spec.size, eye_size=spec.eye_size, meshes=tuple(spec.meshes),
-            ods=spec.ods, video360=spec.video360, seconds=spec.seconds, fps=spec.fps, projection=spec.projection,
-            radius=spec.radius, depth_strength=spec.depth_strength, ipd=spec.ipd, mesh_step=spec.mesh_step)
-        r = self.client.wait_render(job, on_progress=progress)
+        r = self.rendered
         artifacts = []
         for a in r.artifacts:
             path = codec.write_bytes_atomic(out / Path(a.name).name, a.data)

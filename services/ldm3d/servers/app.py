@@ -91,6 +91,7 @@ class Server:
         self._cleanup = []
         self._link: Link | None = None
         self._queue = None
+        self._studio_servicer = self._pano_renderer = None  # SubmitPano: the Studio renders with this renderer
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -136,6 +137,10 @@ class Server:
         }
         for s in services:
             add[s]()
+        if self._studio_servicer is not None:
+            self._studio_servicer.renderer = self._pano_renderer
+            # closed first: its render jobs run on the renderer's threads
+            self._cleanup.append(self._studio_servicer.panos.close)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         names = [n for s in services for n in NAMES[s]]
         if not cfg.no_reflection:
@@ -239,6 +244,7 @@ class Server:
                                 ("Submit", "GetOperation", "CancelOperation"))
         servicer = PanoramaRendererServicer(self.cfg, self._job_queue())
         self._cleanup.append(servicer.close)
+        self._pano_renderer = servicer  # the Studio's SubmitPano renders with it
         return servicer
 
     def _studio(self, stages: Stages | None) -> StudioServicer:
@@ -248,6 +254,7 @@ class Server:
                                 self._gate("generations"), self.cfg.operation_ttl_s, self.cfg.max_message_bytes,
                                 self._job_queue())
         self._cleanup.append(studio.operations.close)
+        self._studio_servicer = studio
         self._cleanup.append(down.close)
         return studio
 

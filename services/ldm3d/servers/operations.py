@@ -174,3 +174,26 @@ class RenderOperations(Operations):
 
     prefix = "renders/"
     op_class = _RenderOp
+
+
+class _PanoOp(_Op):
+    """A ``SubmitPano`` operation: ``PanoMetadata`` (the running stage, its progress and, rendering, the message)."""
+
+    def __init__(self, name: str, request_id: str):
+        super().__init__(name, request_id)
+        g = self.meta
+        self.meta = pb.PanoMetadata(request_id=request_id, state=g.state, create_time=g.create_time,
+                                    update_time=g.update_time)
+
+    def touch(self, state=None, step: Step | None = None):
+        if step is not None:
+            self.meta.stage = "render" if isinstance(step, RenderStep) else "generate"
+            self.meta.message = step.message if isinstance(step, RenderStep) else ""
+        super().touch(state, step)
+
+
+class PanoOperations(Operations):
+    """The Studio's ``SubmitPano`` operations, named ``panos/<request id>``."""
+
+    prefix = "panos/"
+    op_class = _PanoOp

@@ -79,6 +79,12 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
     async def Submit(self, request: pb.RenderRequest, context) -> operations_pb2.Operation:
         if self.queue is not None:
             return await self._enqueue(request)
+        return self.operations.start(request.request_id, await self.job(request))
+
+    async def job(self, request: pb.RenderRequest):
+        """Check ``request``, take a render slot and the job's folder; the job's events (a :class:`RenderStep` per
+        unit, then the ``RenderResult``) to iterate at once. ``Submit`` and the Studio's ``SubmitPano`` (stage 2,
+        always in this process) both run render jobs through here."""
         # counted before anything is decoded (or refused when busy), so that concurrent submits cannot all decode
         # large panoramas at once; the job gives the ticket back when it ends, a refused submit at once
         ticket = self.admission.admit()
@@ -87,13 +93,17 @@ class PanoramaRendererServicer(renderer_pb2_grpc.PanoramaRendererServicer):
             # the panorama's declared size is checked first; decoding its PNGs takes a while: not on the event loop
             spec = await asyncio.to_thread(self._checked_spec, request)
             out_dir = self._job_folder(request)
-            return self.operations.start(request.request_id, self._run(request.request_id, spec, out_dir, ticket))
+            return self._run(request.request_id, spec, out_dir, ticket)
         except BaseException:
             ticket.release()
             if out_dir is not None:
                 self._reserved.discard(out_dir[1])
                 shutil.rmtree(out_dir[0], ignore_errors=True)
             raise
+
+    def check(self, request: pb.RenderRequest) -> None:
+        """Every check ``Submit`` makes, without starting anything (``SubmitPano``: on a stand-in panorama)."""
+        self._checked_spec(request)
 
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
         if self.queue is not None:

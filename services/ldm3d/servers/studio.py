@@ -17,13 +17,16 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+import numpy as np
 
 from google.longrunning import operations_pb2
 from google.protobuf import empty_pb2
 
-from ..errors import ResourceExhausted, invalid
+from ..errors import FailedPrecondition, LDM3DError, ResourceExhausted, invalid, renamed
 from ..pipeline.ldm3d import generation_metadata
-from ..v1 import common_pb2, studio_pb2_grpc
+from ..v1 import common_pb2, renderer_pb2, studio_pb2_grpc
 from ..v1 import studio_pb2 as pb
 from ..wire import tensors
 from ..wire.generate import generate_params
@@ -32,7 +35,7 @@ from .admission import Gate
 from .autoencoder import read_rgbd
 from .downstream import Call, RemoteStages
 from .models import ModelRegistry, ServedModel
-from .operations import Operations
+from .operations import Operations, PanoOperations
 from .stages import Sampled, Step
 
 MAX_BATCH = 16
@@ -43,10 +46,13 @@ BATCH_IN_FLIGHT = 8  # the sampler's default --max-running: items in flight shar
 class StudioServicer(studio_pb2_grpc.StudioServicer):
     def __init__(self, registry: ModelRegistry, downstream: RemoteStages, default_timeout_s: float,
                  max_operations: int, gate: Gate | None = None, operation_ttl_s: float = 3600.0,
-                 max_message_bytes: int = 64 << 20, queue=None):
+                 max_message_bytes: int = 64 << 20, queue=None, renderer=None):
         self.registry, self.downstream, self.default_timeout_s = registry, downstream, default_timeout_s
         self.max_message_bytes = max_message_bytes
         self.operations = Operations(max_operations, operation_ttl_s)
+        self.panos = PanoOperations(max_operations, operation_ttl_s)
+        # the in-process PanoramaRendererServicer that runs SubmitPano's stage 2 (None: forwarded or not served)
+        self.renderer = renderer
         self.gate = gate or Gate(33, "generations", "--max-running + --max-queued")
         self.queue = queue  # a jobs.front.JobQueue (--queue): operations live in Redis, workers run them
 
@@ -130,13 +136,79 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
             ticket.release()
             raise
 
+    async def SubmitPano(self, request: pb.PanoRequest, context) -> operations_pb2.Operation:
+        """Both stages of ``ldm3d pano`` as one operation: this servicer's generation (``_prepare``/``_run``, as
+        ``SubmitGenerate``), then the renderer's job (:meth:`PanoramaRendererServicer.job`) on its images. Runs in
+        this process also with ``--queue``."""
+        if self.renderer is None:
+            raise FailedPrecondition("SubmitPano renders in the gateway's process, and this one forwards (or does not "
+                                     "serve) PanoramaRenderer: use a gateway without --renderer-url, or "
+                                     "SubmitGenerate then PanoramaRenderer.Submit", field="render")
+        self.panos.check_room()
+        ticket = self.gate.take()
+        try:
+            gen, render = pb.GenerateRequest(), renderer_pb2.RenderRequest()
+            gen.CopyFrom(request.generate)
+            render.CopyFrom(request.render)
+            gen.request_id = render.request_id = request.request_id
+            served, p, raw = await _named(self._prepare(gen, ""), "generate.")
+            if p.num_images != 1:
+                raise invalid("generate.num_images", p.num_images, "a panorama job renders one image: leave it unset")
+            if p.width != 2 * p.height:
+                raise invalid("generate.width", p.width, f"a 360 panorama is equirectangular 2:1: use width "
+                                                         f"{2 * p.height} for height {p.height}")
+            if render.HasField("panorama"):
+                raise invalid("render.panorama", "<set>", "leave it empty: stage 1's panorama is rendered")
+            # every render option is checked now, on a stand-in of the panorama's size, not after the generation
+            stand_in = renderer_pb2.RenderRequest()
+            stand_in.CopyFrom(render)
+            stand_in.panorama.CopyFrom(tensors.rgbd(np.zeros((p.height, p.width, 3), np.uint8),
+                                                    np.zeros((p.height, p.width), np.uint16), raw=True))
+            await _named(asyncio.to_thread(self.renderer.check, stand_in), "render.")
+            call = Call(request.request_id, time.monotonic() + self.default_timeout_s)
+            return self.panos.start(request.request_id, self._pano(served, p, raw, render, call),
+                                    on_done=ticket.release)
+        except BaseException:
+            ticket.release()
+            raise
+
+    async def _pano(self, served: ServedModel, p, raw: bool, render: renderer_pb2.RenderRequest, call: Call):
+        """Events of a SubmitPano operation: generation steps, render steps, then the ``PanoResult``."""
+        generated = None
+        async with aclosing(self._run(served, p, raw, call, patient=True)) as events:
+            async for event in events:
+                if isinstance(event, Step):
+                    yield event
+                else:
+                    generated = event
+        render.panorama.CopyFrom(generated.images[0])
+        while True:  # a renderer busy with other jobs: wait as told, while the deadline allows (as the sampler)
+            try:
+                job = await _named(self.renderer.job(render), "render.")
+                break
+            except ResourceExhausted as exc:
+                wait = exc.retry_after_s or 1.0
+                if time.monotonic() + wait >= call.deadline:
+                    raise
+                await asyncio.sleep(wait)
+        async with aclosing(job) as events:
+            async for event in events:
+                if isinstance(event, Step):
+                    yield event
+                else:
+                    yield pb.PanoResult(request_id=call.request_id, generation=generated, render=event)
+
     async def GetOperation(self, request: operations_pb2.GetOperationRequest, context) -> operations_pb2.Operation:
+        if request.name.startswith(PanoOperations.prefix):
+            return self.panos.get(request.name)
         if self.queue is not None:
             return await self.queue.get("generate", request.name)
         return self.operations.get(request.name)
 
     async def CancelOperation(self, request: operations_pb2.CancelOperationRequest, context) -> empty_pb2.Empty:
-        if self.queue is not None:
+        if request.name.startswith(PanoOperations.prefix):
+            await self.panos.cancel(request.name)
+        elif self.queue is not None:
             await self.queue.cancel("generate", request.name)
         else:
             await self.operations.cancel(request.name)
@@ -226,3 +298,13 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
                 queued=tensors.duration(sampled.queued_s), text_encoding=tensors.duration(t1 - t0),
                 sampling=tensors.duration(t2 - t1), decoding=tensors.duration(t3 - t2),
                 total=tensors.duration(t3 - t0)))
+
+
+async def _named(awaitable, prefix: str):
+    """``await awaitable``, an error naming a field of a PanoRequest's part renamed to ``<prefix><field>``."""
+    try:
+        return await awaitable
+    except LDM3DError as exc:
+        if getattr(exc, "field", None) and not exc.field.startswith(prefix):
+            raise renamed(exc, {exc.field: prefix + exc.field}) from None
+        raise
