@@ -239,7 +239,8 @@ class StudioClient:
         return self._call(self._stub.SubmitPano, req).name
 
     def wait_pano(self, name: str, on_step: OnStep | None = None, on_progress: OnProgress | None = None,
-                  poll_s: float = 0.2, timeout: float | None = None) -> tuple[GenerateResult, renderer_pb2.RenderResult]:
+                  poll_s: float = 0.2, timeout: float | None = None
+                  ) -> tuple[GenerateResult, renderer_pb2.RenderResult]:
         """Poll a SubmitPano operation until done, calling ``on_step(step, total, elapsed_s)`` while it generates
         and ``on_progress(done, total, message)`` while it renders; the panorama and the ``RenderResult``, or the
         operation's error raised as the typed error."""

@@ -203,6 +203,7 @@ def _run(args) -> int:
         bar.close()
     t2 = time.perf_counter()
     stages.close()
+    t1 = getattr(stages, "render_started", None) or t1  # one remote operation: split where its render stage began
 
     # the page and its manifest (last: a folder with pano.json is complete)
     write_viewer(out)
@@ -267,7 +268,7 @@ class _RemoteStages:
             raise NotFound(f"--model {self.model!r} is not served at {args.server} (it serves "
                            f"{', '.join(m.name for m in models) or 'nothing'})", field="model")
         self.default_height = int(info.default_height)
-        self.rendered = None
+        self.rendered = self.render_started = None  # the operation's RenderResult; when its render stage was seen
 
     def estimate_depth(self, rgb):
         return self.client.estimate_depth(rgb)
@@ -284,9 +285,13 @@ class _RemoteStages:
             projection=spec.projection, radius=spec.radius, depth_strength=spec.depth_strength, ipd=spec.ipd,
             mesh_step=spec.mesh_step)
         bar = _bar(self.args, "render", "step")
+
+        def on_progress(done: int, total: int, message: str) -> None:
+            self.render_started = self.render_started or time.perf_counter()
+            bar(done, total, message)
+
         try:
-            result, self.rendered = self.client.wait_pano(name, on_step=on_step,
-                                                          on_progress=lambda d, t, m: bar(d, t, m))
+            result, self.rendered = self.client.wait_pano(name, on_step=on_step, on_progress=on_progress)
         except KeyboardInterrupt:  # Ctrl-C: stop the server's work too
             self.client.cancel(name)
             raise
