@@ -221,6 +221,10 @@ def test_generation_through_the_queue_equals_in_process(queue_url, workers, expo
             local = c.generate(p)  # the streaming call still runs in the serving process
             with pytest.raises(NotFound):  # a generation's name is not a render's
                 c.get_render(name)
+            # SubmitPano stays in the serving process (docs/api.md): no render worker runs here, yet it finishes
+            pano = c.submit_pano(GenerateParams(prompt="a cabin", height=64, width=128, steps=2, seed=7), ods=True)
+            assert pano.startswith("panos/") and [a.name for a in c.wait_pano(pano, timeout=60)[1].artifacts] == [
+                "ods.png"]
         assert all(np.array_equal(x, y) for x, y in zip(queued.rgb + queued.depth, local.rgb + local.depth))
         assert _record(queue_url, name)["completions"] == b"1"
     finally:
