@@ -85,13 +85,25 @@ def selects(selector: dict, labels: dict) -> bool:
     return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
 
 
+def secret_placeholder(name: str, key: str) -> str:
+    """What env_of puts where a Secret's value goes (no Secret is rendered: they are created in the cluster)."""
+    return f"SECRET-{name}-{key}"
+
+
 def env_of(overlay: str, container: dict) -> dict[str, str]:
-    """The container's environment as the process sees it: envFrom ConfigMaps, then literal env values."""
+    """The container's environment as the process sees it: envFrom ConfigMaps, then env entries in order, literal
+    values with Kubernetes' $(VAR) expansion (only variables defined before) and Secrets as secret_placeholder()."""
     config_maps = objects(overlay, "ConfigMap")
     env: dict[str, str] = {}
     for src in container.get("envFrom", []):
         env.update(config_maps[src["configMapRef"]["name"]]["data"])
-    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    for e in container.get("env", []):
+        if "value" in e:
+            env[e["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                                    lambda mt: env.get(mt.group(1), mt.group(0)), e["value"])
+        elif "secretKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = secret_placeholder(ref["name"], ref["key"])
     return env
 
 

@@ -12,11 +12,13 @@ import contextlib
 import copy
 import io
 import json
+import re
 import shlex
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+import redis
 import test_manifests as m
 
 from ldm3d.cli import build_parser
@@ -73,7 +75,7 @@ def _strict(schema: dict) -> dict:
 def test_keda_objects_match_keda_crds():
     jsonschema = pytest.importorskip("jsonschema")
     found = [o for o in m.render(OVERLAY) if o["apiVersion"].startswith("keda.sh/")]
-    assert {o["kind"] for o in found} == {"ScaledJob", "ScaledObject"}
+    assert {o["kind"] for o in found} == {"ScaledJob", "ScaledObject", "TriggerAuthentication"}
     for obj in found:
         crd = CRDS[obj["kind"]]
         assert obj["apiVersion"] == crd["apiVersion"]
@@ -139,8 +141,8 @@ def test_grace_covers_a_frame_and_deadlines_cover_the_time_limit():
 
 
 def test_keda_watches_the_dramatiq_queues_on_the_redis_service():
-    queue_cm = next(c for n, c in m.objects(OVERLAY, "ConfigMap").items() if n.startswith("ldm3d-queue"))
-    url = urlparse(queue_cm["data"]["LDM3D_QUEUE"])
+    gateway = m.objects(OVERLAY, "Deployment")["ldm3d-gateway"]["spec"]["template"]["spec"]["containers"][0]
+    url = urlparse(m.env_of(OVERLAY, gateway)["LDM3D_QUEUE"])
     svc = m.objects(OVERLAY, "Service")[url.hostname]
     assert url.port in [p["port"] for p in svc["spec"]["ports"]]
     assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "redis"
@@ -154,6 +156,7 @@ def test_keda_watches_the_dramatiq_queues_on_the_redis_service():
             assert t["type"] == "redis"
             assert t["metadata"]["address"] == f"{url.hostname}:{url.port}"
             assert t["metadata"]["databaseIndex"] == (url.path.lstrip("/") or "0")
+            assert t["authenticationRef"]["name"] in keda("TriggerAuthentication"), "KEDA needs Redis' password"
             lists.add(t["metadata"]["listName"])
         # waiting jobs, and jobs handed back by a draining worker (Dramatiq's delay queue) that no worker moves on
         assert lists == {queue_key(job_kind), queue_key(job_kind) + ".DQ"}, name
@@ -169,3 +172,97 @@ def test_redis_keeps_its_data_on_a_volume():
     mount = next(x for x in c["volumeMounts"] if x["mountPath"] == "/data")
     vol = next(v for v in pod["volumes"] if v["name"] == mount["name"])
     assert vol["persistentVolumeClaim"]["claimName"] in m.objects(OVERLAY, "PersistentVolumeClaim")
+
+
+# -- the lock on Redis (docs/security.md): a password from a Secret, and a NetworkPolicy
+
+SECRET, KEY = "ldm3d-redis", "password"
+
+
+def _pods(target: str):
+    """(labels, pod spec) of every pod template the target runs: Deployments, Jobs and KEDA ScaledJobs."""
+    for o in m.render(target):
+        spec = o.get("spec", {})
+        tpl = spec.get("template") or spec.get("jobTargetRef", {}).get("template")
+        if o["kind"] in ("Deployment", "StatefulSet", "Job", "ScaledJob") and tpl:
+            yield o, tpl["metadata"].get("labels", {}), tpl["spec"]
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    ok = all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+    for e in selector.get("matchExpressions", []):
+        assert e["operator"] == "In", e
+        ok = ok and labels.get(e["key"]) in e["values"]
+    return ok
+
+
+def test_redis_requires_the_password_from_the_secret():
+    (c,) = m.objects(OVERLAY, "Deployment")["ldm3d-redis"]["spec"]["template"]["spec"]["containers"]
+    args = c["args"]
+    assert "--protected-mode" not in args, "protected mode stays on (an empty password then fails closed)"
+    ref = re.fullmatch(r"\$\((\w+)\)", args[args.index("--requirepass") + 1])
+    assert ref, "the password is never written into the manifest"
+    env = m.env_of(OVERLAY, c)
+    assert env[ref.group(1)] == m.secret_placeholder(SECRET, KEY)
+    assert env["REDISCLI_AUTH"] == m.secret_placeholder(SECRET, KEY), "redis-cli probes must authenticate"
+    assert all("redis-cli" in p["exec"]["command"] for p in (c["readinessProbe"], c["livenessProbe"]))
+    assert not any(o["kind"] == "Secret" for o in m.render(OVERLAY)), "no secret value in git: create the Secret"
+
+
+@pytest.mark.parametrize("target", m.TARGETS)
+def test_every_queue_url_takes_the_password_from_the_secret(target):
+    found = 0
+    for cm in m.objects(target, "ConfigMap").values():
+        assert not any(v.startswith(("redis://", "rediss://")) for v in cm.get("data", {}).values()), \
+            f"ConfigMap {cm['metadata']['name']} holds a queue URL: it must be built from the Secret in env"
+    for obj, _, pod in _pods(target):
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            args = c.get("args", [])
+            assert "--queue" not in args, f"{obj['metadata']['name']}: the queue URL goes in env (LDM3D_QUEUE)"
+            env = m.env_of(target, c)
+            if "LDM3D_QUEUE" not in env:
+                continue
+            found += 1
+            url = env["LDM3D_QUEUE"]
+            where = f"{obj['kind']}/{obj['metadata']['name']}"
+            assert "$(" not in url, f"{where}: {url} refers to a variable not defined before it"
+            # what the process gets, parsed as it parses it (redis-py): the password is the Secret's
+            parsed = redis.connection.parse_url(url)
+            assert parsed.get("password") == m.secret_placeholder(SECRET, KEY), where
+            if target == OVERLAY:
+                assert parsed["host"] in m.objects(target, "Service"), where
+            cfg = (worker_config(c).queue if args[:1] == ["worker"] else m.serve_config(target, c).queue)
+            assert cfg == url, where
+    if any(o["kind"] == "Deployment" and o["metadata"]["name"] == "ldm3d-redis" for o in m.render(target)):
+        assert found >= 4, "the gateway, the renderer and both kinds of worker take the queue"
+
+
+def test_only_the_fronts_the_workers_and_keda_reach_redis():
+    policies = [p for p in m.objects(OVERLAY, "NetworkPolicy").values()
+                if _selects(p["spec"]["podSelector"], {"app.kubernetes.io/name": "ldm3d",
+                                                       "app.kubernetes.io/component": "redis"})]
+    assert [p["metadata"]["name"] for p in policies] == ["ldm3d-redis"]
+    (pol,) = policies
+    redis_dep = m.objects(OVERLAY, "Deployment")["ldm3d-redis"]
+    assert _selects(pol["spec"]["podSelector"], redis_dep["spec"]["template"]["metadata"]["labels"])
+    assert set(pol["spec"]["policyTypes"]) == {"Ingress", "Egress"} and pol["spec"]["egress"] == [], \
+        "Redis connects to nothing"
+    (rule,) = pol["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "redis"}]
+    port_names = [p["name"] for p in redis_dep["spec"]["template"]["spec"]["containers"][0]["ports"]]
+    assert "redis" in port_names
+    in_namespace = [peer["podSelector"] for peer in rule["from"] if "namespaceSelector" not in peer]
+    allowed = {o["metadata"]["name"] for o, labels, _ in _pods(OVERLAY)
+               if any(_selects(sel, labels) for sel in in_namespace)}
+    takes_queue = {o["metadata"]["name"] for o, _, pod in _pods(OVERLAY)
+                   if any("LDM3D_QUEUE" in m.env_of(OVERLAY, c) for c in pod["containers"])}
+    assert allowed == takes_queue == {"ldm3d-gateway", "ldm3d-renderer", "ldm3d-generate-worker",
+                                      "ldm3d-render-worker"}
+    (other,) = [peer for peer in rule["from"] if "namespaceSelector" in peer]
+    assert other == {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "keda"}},
+                     "podSelector": {"matchLabels": {"app": "keda-operator"}}}, "outside: only KEDA's operator"
+
+
+def test_keda_authenticates_with_the_secret():
+    (ta,) = keda("TriggerAuthentication").values()
+    assert ta["spec"]["secretTargetRef"] == [{"parameter": "password", "name": SECRET, "key": KEY}]

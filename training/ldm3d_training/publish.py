@@ -22,7 +22,6 @@ A failure at any point removes the versions this publish exported, so the reposi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ import shutil
 from pathlib import Path
 
 from ldm3d.errors import FailedPrecondition, NotFound
+from ldm3d.repository.manifest import sha256_file
 
 from .config import load_run_config
 
@@ -47,13 +47,6 @@ def weights_file(folder: Path) -> Path:
             return folder / n
     raise NotFound(f"{folder} holds no weights file (expected one of {', '.join(WEIGHT_NAMES)})", field="run")
 
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _link_or_copy(src: str, dst: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ldm3d.errors import FailedPrecondition, InvalidArgument, LDM3DError
+from ldm3d.repository.manifest import sha256_file
 
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -48,9 +49,6 @@ def code_revision() -> str:
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
-
-def sha256_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def check_run_folder(cfg: TrainConfig, resume: bool) -> Path | None:

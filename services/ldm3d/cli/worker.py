@@ -122,6 +122,7 @@ def config(args, env=None):
 
 
 def run(args) -> int:
+    from ..jobs.store import redact
     from ..jobs.worker import JobWorker
     from ..servers import logs
 
@@ -132,7 +133,7 @@ def run(args) -> int:
 
     def ready(w):
         print(f"ldm3d worker: ready ({w.id}: kinds {','.join(cfg.kinds)}, concurrency {cfg.concurrency}, "
-              f"queue {cfg.queue})", flush=True)
+              f"queue {redact(cfg.queue)})", flush=True)
 
     worker.run(on_ready=ready)
     return 0

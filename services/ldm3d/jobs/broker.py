@@ -23,7 +23,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import Retries, TimeLimit
 
 from . import KINDS
-from .store import connect
+from .store import connect, redact
 
 NAMESPACE = "ldm3d:dq"
 DEFAULT_HEARTBEAT_TIMEOUT_S = 15.0
@@ -52,7 +52,7 @@ class Broker(RedisBroker):
                 Retries(max_retries=None, min_backoff=100, max_backoff=1000,
                         retry_when=lambda _retries, exc: isinstance(exc, HandBack)),
             ])
-        self.url = url
+        self.url = redact(url)  # for messages only
         self._maintaining = threading.local()
         self.actors_by_kind = {
             kind: dramatiq.Actor(_unbound(kind), broker=self, actor_name=kind, queue_name=kind, priority=0,

@@ -27,7 +27,7 @@ from ..errors import Cancelled, NotFound
 from ..v1 import renderer_pb2, studio_pb2
 from . import KINDS
 from .broker import Broker
-from .store import OperationStore, unavailable
+from .store import OperationStore, redact, unavailable
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def to_operation(name: str, kind: str, rec: dict[str, bytes]) -> operations_pb2.
 
 class JobQueue:
     def __init__(self, url: str, result_ttl_s: float):
-        self.url, self.result_ttl_s = url, result_ttl_s
+        self.url, self.result_ttl_s = redact(url), result_ttl_s  # self.url: for messages only
         self.broker = Broker(url)
         self.store = OperationStore(url, self.broker.client)
         self._maintenance: asyncio.Task | None = None

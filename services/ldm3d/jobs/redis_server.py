@@ -25,14 +25,15 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, folder, port: int | None = None):
+    def __init__(self, folder, port: int | None = None, password: str | None = None):
         self.exe = shutil.which("redis-server")
         if self.exe is None:
             raise FailedPrecondition("redis-server is not installed: apt-get install redis-server (make test does)")
         self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.password = password  # --requirepass: clients authenticate (the URL carries it: redis://:PW@HOST:PORT/DB)
+        self.url = f"redis://{f':{password}@' if password else ''}127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen | None = None
         self.start()
 
@@ -40,7 +41,8 @@ class RedisServer:
         self.log = open(self.dir / "redis.log", "ab")
         self.proc = subprocess.Popen(
             [self.exe, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.dir), "--appendonly", "yes",
-             "--appendfsync", "everysec", "--save", "", "--daemonize", "no"],
+             "--appendfsync", "everysec", "--save", "", "--daemonize", "no",
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -49,7 +51,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
                     s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
+                    if s.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # answering (NOAUTH: it wants the password)
                         return
             except OSError:
                 pass

@@ -26,6 +26,8 @@ any) is the writer's: the first completion wins, every later one is refused, in 
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 import redis
 
 from ..errors import NotFound, Unavailable
@@ -55,19 +57,39 @@ return 1
 """
 
 
+def redact(url: str) -> str:
+    """The queue URL as logs and error messages show it: a password (``redis://:PASSWORD@HOST:PORT/DB``, or
+    ``?password=``) becomes ``***``. Never print or log a queue URL without it."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+            netloc = f"{user}:***@{host}" if ":" in userinfo else f"***@{host}"
+        query = "&".join(("password=***" if q.lower().startswith("password=") else q)
+                         for q in parts.query.split("&")) if parts.query else ""
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:  # unparseable: show nothing of it rather than a secret
+        return "<the queue URL>"
+
+
 def connect(url: str) -> redis.Redis:
     """A client that fails fast when Redis is down (callers turn that into UNAVAILABLE) and reconnects by itself."""
     return redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_timeout=10.0, health_check_interval=15)
 
 
 def unavailable(url: str, exc: BaseException) -> Unavailable:
-    return Unavailable(f"the job queue at {url} is unreachable ({exc.__class__.__name__}: {exc}): retry when it is "
+    if isinstance(exc, redis.AuthenticationError):  # NOAUTH / WRONGPASS: reachable, but our password is not its
+        return Unavailable(f"the job queue at {redact(url)} refused the password in its URL ({exc}): set the one "
+                           "Redis requires (redis://:PASSWORD@HOST:PORT/DB; on Kubernetes the Secret ldm3d-redis)")
+    return Unavailable(f"the job queue at {redact(url)} is unreachable ({exc.__class__.__name__}: {exc}): retry when it is "
                        "back (operations already accepted are kept there)")
 
 
 class OperationStore:
     def __init__(self, url: str, client: redis.Redis | None = None):
-        self.url = url
+        self.url = redact(url)  # for messages only
         self.redis = client or connect(url)
         self._finish = self.redis.register_script(_FINISH)
         self._update = self.redis.register_script(_UPDATE)

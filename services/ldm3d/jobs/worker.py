@@ -51,7 +51,7 @@ from ..v1 import studio_pb2
 from . import KINDS
 from .broker import DEFAULT_HEARTBEAT_TIMEOUT_S, Broker, HandBack
 from .front import TYPES, now
-from .store import OperationStore
+from .store import OperationStore, redact
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class JobWorker:
             except _REDIS_DOWN as exc:
                 if time.monotonic() > end:
                     self.close()
-                    raise Unavailable(f"--queue {self.cfg.queue}: Redis did not answer for {timeout_s:g} s "
+                    raise Unavailable(f"--queue {redact(self.cfg.queue)}: Redis did not answer for {timeout_s:g} s "
                                       f"({exc.__class__.__name__}: {exc}): start it (scripts/redis.sh for development) "
                                       "or fix the URL", field="--queue") from None
                 time.sleep(0.5)
