@@ -153,7 +153,7 @@ class StepBatcher:
         for job in batch:
             s = job.state
             if job.should_stop is not None and job.should_stop():
-                self._finish(job, exc=Cancelled(f"generation cancelled after {s.step_index} of {s.total} steps"))
+                self._finish(job, exc=s.cancelled())
             elif s.done:  # zero steps (image-to-image at tiny strength)
                 self._finish(job)
             else:

@@ -84,6 +84,11 @@ class Denoising:
             return None
         return self.step_index - self.warmup, self.total - self.warmup
 
+    def cancelled(self) -> Cancelled:
+        """The error for a stop before the next step, counting steps as :meth:`progress` does."""
+        done = max(0, self.step_index - self.warmup)
+        return Cancelled(f"generation cancelled after {done} of {self.total - self.warmup} steps")
+
     @property
     def done(self) -> bool:
         return self.step_index >= self.total
@@ -170,7 +175,7 @@ class Sampler:
         # 7. denoising loop
         while not job.done:
             if should_stop is not None and should_stop():
-                raise Cancelled(f"generation cancelled after {job.step_index} of {job.total} steps")
+                raise job.cancelled()
             sample, t = job.model_input()
             job.advance(self.unet(sample, np.full((len(sample),), t, dtype=np.float32), job.embeds))
             if on_step is not None and (done := job.progress()) is not None:
