@@ -45,7 +45,7 @@ ldm3d render --rgb "$OUT/out/cabin_rgb.png" --depth "$OUT/out/cabin_depth.png" -
 
 step "7. text -> a seamless 360 RGBD panorama -> ODS still, 360 stereo MP4, .glb mesh and the viewer page"
 ldm3d pano --model "$OUT/tiny" --prompt "$PROMPT" --out "$OUT/pano" --height 256 --width 512 --seed 42 \
-    --steps 20 --scheduler ddim --seconds 2 --fps 12 --size 640x360
+    --steps 10 --scheduler ddim --seconds 2 --fps 12 --size 640x360
 
 printf '\nDone. Outputs are in %s/. (Random weights: the images are noise-like; real checkpoints load the same way.)\n' "$OUT"
 printf '\nLook around the 360 scene in your browser:\n    %s view %s/pano      # then open http://127.0.0.1:8360/\n' \
