@@ -43,10 +43,8 @@ class Denoising:
         generator = torch.Generator("cpu").manual_seed(int(p.seed))
 
         # 3. prompt embeddings, repeated per image; [uncond, cond] in one batch for classifier-free guidance
-        embeds = torch.from_numpy(np.repeat(cond, n, axis=0))
-        if self.cfg:
-            embeds = torch.cat([torch.from_numpy(np.repeat(uncond, n, axis=0)), embeds])
-        self.embeds = embeds.numpy()
+        embeds = np.repeat(cond, n, axis=0)
+        self.embeds = np.concatenate([np.repeat(uncond, n, axis=0), embeds]) if self.cfg else embeds
 
         # 4. timesteps (image-to-image starts part-way, at `strength`)
         scheduler.set_timesteps(p.steps, device="cpu")
@@ -76,7 +74,6 @@ class Denoising:
         # progress counts the steps asked for, like diffusers' progress bar: PNDM's schedule has one warm-up
         # timestep more than steps (steps + 1 U-Net calls), counted as part of the first step
         self.warmup = max(0, len(timesteps) - (p.steps - t_start) * scheduler.order)
-        self._model_in = None
 
     def progress(self) -> tuple[int, int] | None:
         """``(steps done, steps)`` as users count them, or None while still in the scheduler's warm-up."""
@@ -104,8 +101,7 @@ class Denoising:
         import torch
 
         model_in = torch.cat([self.latents] * 2) if self.cfg else self.latents
-        self._model_in = self.scheduler.scale_model_input(model_in, t)
-        return self._model_in.numpy(), float(t)
+        return self.scheduler.scale_model_input(model_in, t).numpy(), float(t)
 
     def advance(self, noise_pred: np.ndarray) -> None:
         """Guidance and the scheduler step on this request's slice of the U-Net output."""
@@ -118,7 +114,6 @@ class Denoising:
             noise_pred = noise_uncond + self.params.guidance_scale * (noise_text - noise_uncond)
         self.latents = self.scheduler.step(noise_pred, t, self.latents, **self._extra, return_dict=False)[0]
         self.step_index += 1
-        self._model_in = None
 
     def result(self) -> np.ndarray:
         return self.latents.numpy()
