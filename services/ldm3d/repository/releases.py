@@ -52,7 +52,7 @@ from pathlib import Path
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from .layout import ModelRepository
-from .release_file import RELEASE_MODELS, RELEASES, SCHEMA, parse_release_file
+from .release_file import RELEASE_MODELS, RELEASES, SCHEMA, ReleaseFile, parse_release_file, read_release_file
 
 __all__ = ["RELEASES", "RELEASE_MODELS", "Canary", "Release", "Releases", "ReleasesChanged", "add_release",
            "canary_point", "ensure_release", "locked", "promote", "read_releases", "release_models", "verify_release"]
@@ -187,16 +187,11 @@ def read_releases(repository) -> Releases:
     guessed: a serving process keeps its last good state and says why).
     """
     repo = _repo(repository)
-    path = repo.root / RELEASES
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        return _implicit(repo)
-    return _parse(repo, path, text)
+    f = read_release_file(repo.root)
+    return _implicit(repo) if f is None else _from_file(repo, f)
 
 
-def _parse(repo: ModelRepository, path: Path, text: str) -> Releases:
-    f = parse_release_file(path, text)
+def _from_file(repo: ModelRepository, f: ReleaseFile) -> Releases:
     releases = {n: Release(n, r["models"], r["created"], r["source"]) for n, r in f.releases.items()}
     canary = None if f.canary is None else Canary(*f.canary)
     fallback = {} if f.current is not None else _policy_currents(repo)
@@ -288,14 +283,15 @@ def _write(repo: ModelRepository, rel: Releases, releases: Mapping[int, Release]
                                                   "since": canary.since or now},
            "releases": [r.to_json() for _, r in sorted(releases.items())], "history": history[-HISTORY:]}
     path = repo.root / RELEASES
-    write_bytes_atomic(path, (json.dumps(doc, indent=2) + "\n").encode())
+    text = json.dumps(doc, indent=2) + "\n"
+    write_bytes_atomic(path, text.encode())
     with contextlib.suppress(OSError):  # make the rename itself durable
         dfd = os.open(repo.root, os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
-    return _parse(repo, path, path.read_text())
+    return _from_file(repo, parse_release_file(path, text))
 
 
 def _check_models(repo: ModelRepository, models: Mapping[str, int]) -> dict[str, int]:
