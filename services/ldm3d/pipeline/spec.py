@@ -143,10 +143,11 @@ def spec_from_repository(repository: str | Path, version: int | None = None) -> 
 def spec_for_release(repository: str | Path, release) -> PipelineSpec:
     """The :class:`PipelineSpec` of one :class:`~ldm3d.repository.releases.Release` of ``repository``."""
     from ..repository.layout import ASSETS, ModelRepository
+    from ..repository.releases import REQUIRED_MODELS
 
     repo = ModelRepository(repository)
     versions = dict(release.models)
-    for needed in ("text_encoder", "unet", "vae_decoder"):
+    for needed in REQUIRED_MODELS:
         if needed not in versions:
             raise NotFound(f"repository={str(repository)!r} has no {needed!r} model (export a checkpoint into it "
                            "with `ldm3d export`)", field="repository")
@@ -159,8 +160,8 @@ def spec_for_release(repository: str | Path, release) -> PipelineSpec:
         return p
 
     # seamless padding is baked into the U-Net and VAE graphs (`ldm3d export --seamless`): they must agree
-    seamless = {m: bool(repo.manifest(m, v).get("export", {}).get("seamless", False)) for m, v in versions.items()
-                if m != "text_encoder"}
+    manifests = {m: repo.manifest(m, v) for m, v in versions.items() if m != "text_encoder"}
+    seamless = {m: bool(man.get("export", {}).get("seamless", False)) for m, man in manifests.items()}
     if len(set(seamless.values())) > 1:
         raise FailedPrecondition(
             f"repository={str(repository)!r}: the U-Net and VAE versions disagree on seamless padding ({seamless}); "
@@ -175,7 +176,7 @@ def spec_for_release(repository: str | Path, release) -> PipelineSpec:
         vae=_json(asset("vae_decoder", "vae/config.json")),
         text=_json(asset("text_encoder", "text_encoder/config.json")),
         tokenizer=_json(tok_cfg) if tok_cfg.is_file() else {},
-        checkpoint_hash=repo.manifest("unet", versions["unet"]).get("source", {}).get("sha256", ""),
+        checkpoint_hash=manifests["unet"].get("source", {}).get("sha256", ""),
         versions=versions,
         release=release.number,
         seamless=seamless["unet"],
