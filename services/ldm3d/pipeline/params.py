@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import InvalidArgument, invalid
+from ..models.seamless import is_panorama_size
 from .schedulers import SCHEDULERS, check_name
 from .spec import PipelineSpec
 
@@ -65,7 +66,7 @@ class GenerateParams:
 
     def _resolved_seamless(self, spec: PipelineSpec) -> bool:
         if spec.seamless is None:  # chosen per request: default on for an equirectangular 2:1 size
-            return bool(self.seamless) if self.seamless is not None else int(self.width) == 2 * int(self.height)
+            return bool(self.seamless) if self.seamless is not None else is_panorama_size(self.height, self.width)
         if self.seamless is not None and bool(self.seamless) != spec.seamless:
             raise _bad("seamless", bool(self.seamless),
                        "this model repository's U-Net and VAE were exported "
