@@ -128,12 +128,13 @@ def _record_release(args, results) -> None:
     """An export of release models becomes a release: the exported versions, the current release's for the rest."""
     from ..repository.releases import REQUIRED_MODELS, ensure_release, read_releases, release_models
 
-    exported = {r.model: r.version for r in results if r.model in release_models(args.repository)}
-    if not exported or not all(m in release_models(args.repository) for m in REQUIRED_MODELS):
+    names = release_models(args.repository)
+    exported = {r.model: r.version for r in results if r.model in names}
+    if not exported or not all(m in names for m in REQUIRED_MODELS):
         return
     state = read_releases(args.repository)
     base = state.current_release().models if (state.current is not None or state.fallback) else {}
-    models = {m: exported.get(m, base.get(m)) for m in release_models(args.repository)}
+    models = {m: exported.get(m, base.get(m)) for m in names}
     if None in models.values():
         print(f"no release recorded: no version of {[m for m, v in models.items() if v is None]} to pair with")
         return
