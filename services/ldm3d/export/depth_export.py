@@ -31,7 +31,7 @@ import numpy as np
 from ..errors import InvalidArgument
 from ..models import hub
 from ..repository.layout import ModelRepository
-from .export import OPSET, ExportResult, publish_version
+from .export import OPSET, ExportResult, check_new_version, publish_version
 
 # the checkpoint files stored with each version (both are small JSON files)
 DEPTH_ASSETS = ("config.json", "preprocessor_config.json")
@@ -74,12 +74,7 @@ def export_depth_checkpoint(
     repo = ModelRepository(root)
     if version is None:
         version = 1 + max(repo.versions(model), default=0) if model in repo.models() else 1
-    version = int(version)
-    if version < 1:
-        raise InvalidArgument(f"version={version} is invalid: versions are positive integers", field="version")
-    if (root / model / str(version)).exists():
-        raise InvalidArgument(f"version={version} is invalid: {root / model / str(version)} exists already (pick "
-                              "another --version, or `ldm3d models remove` it first)", field="version")
+    version = check_new_version(repo, [model], version)
     _, module = depth_models.load_depth_module(str(checkpoint), kind=kind)
     processor = depth_models.load_processor(str(checkpoint), kind)
     folder = _local_folder(checkpoint)

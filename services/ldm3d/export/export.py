@@ -256,13 +256,7 @@ def export_models(
     unknown = [m for m in models if m not in DIFFUSION_MODELS]
     if unknown:
         raise InvalidArgument(f"models={unknown} is invalid: use some of {', '.join(DIFFUSION_MODELS)}", field="models")
-    version = repo.next_version() if version is None else int(version)
-    if version < 1:
-        raise InvalidArgument(f"version={version} is invalid: versions are positive integers", field="version")
-    for model in models:
-        if (root / model / str(version)).exists():
-            raise InvalidArgument(f"version={version} is invalid: {root / model / str(version)} exists already (pick "
-                                  f"another --version, or `ldm3d models remove` it first)", field="version")
+    version = check_new_version(repo, models, repo.next_version() if version is None else version)
     from ..models.seamless import make_switchable, seamless_padding
 
     if seamless:
@@ -292,6 +286,18 @@ def export_models(
                 fused_attention=fused,
                 export_extra=extra))
     return results
+
+
+def check_new_version(repo: ModelRepository, models, version: int) -> int:
+    """``version`` as an int, once it is positive and no folder of ``models`` has it yet (before any export work)."""
+    version = int(version)
+    if version < 1:
+        raise InvalidArgument(f"version={version} is invalid: versions are positive integers", field="version")
+    for model in models:
+        if (repo.root / model / str(version)).exists():
+            raise InvalidArgument(f"version={version} is invalid: {repo.root / model / str(version)} exists already "
+                                  "(pick another --version, or `ldm3d models remove` it first)", field="version")
+    return version
 
 
 def publish_version(
