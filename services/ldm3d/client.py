@@ -31,7 +31,7 @@ Errors arrive as the typed :mod:`ldm3d.errors` the server raised (``InvalidArgum
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -127,17 +127,27 @@ class StudioClient:
 
     def wait(self, name: str, poll_s: float = 0.2, timeout: float | None = None) -> GenerateResult:
         """Poll an operation until it is done; its result, or its error raised as a typed error."""
+        for op in self._polls(self.get_operation, name, "operation", poll_s, timeout):
+            pass
+        result = studio_pb2.GenerateResult()
+        op.response.Unpack(result)
+        return from_result(result)
+
+    @staticmethod
+    def _polls(get, name: str, what: str, poll_s: float, timeout: float | None
+               ) -> Iterator[operations_pb2.Operation]:
+        """``get(name)`` every ``poll_s`` seconds, each answer yielded, until one is done (the last yielded); then
+        its error raised as the typed error, or ``DeadlineExceeded`` once ``timeout`` has passed."""
         end = None if timeout is None else time.monotonic() + timeout
         while True:
-            op = self.get_operation(name)
+            op = get(name)
+            yield op
             if op.done:
                 if op.HasField("error"):
-                    raise status.from_status_proto(op.error, f"operation {name}")
-                result = studio_pb2.GenerateResult()
-                op.response.Unpack(result)
-                return from_result(result)
+                    raise status.from_status_proto(op.error, f"{what} {name}")
+                return
             if end is not None and time.monotonic() > end:
-                raise DeadlineExceeded(f"operation {name} was not done within {timeout} s")
+                raise DeadlineExceeded(f"{what} {name} was not done within {timeout} s")
             time.sleep(poll_s)
 
     # -- DepthEvaluator
@@ -202,25 +212,17 @@ class StudioClient:
                     timeout: float | None = None) -> renderer_pb2.RenderResult:
         """Poll until done, calling ``on_progress(done, total, message)`` on each change; the ``RenderResult``,
         or the job's error raised as the typed error."""
-        end = None if timeout is None else time.monotonic() + timeout
         seen = None
-        while True:
-            op = self.get_render(name)
+        for op in self._polls(self.get_render, name, "render", poll_s, timeout):
             meta = renderer_pb2.RenderMetadata()
             op.metadata.Unpack(meta)
             now = (meta.progress.step, meta.progress.total, meta.message)
             if on_progress is not None and now != seen and meta.message:
                 on_progress(*now)
             seen = now
-            if op.done:
-                if op.HasField("error"):
-                    raise status.from_status_proto(op.error, f"render {name}")
-                result = renderer_pb2.RenderResult()
-                op.response.Unpack(result)
-                return result
-            if end is not None and time.monotonic() > end:
-                raise DeadlineExceeded(f"render {name} was not done within {timeout} s")
-            time.sleep(poll_s)
+        result = renderer_pb2.RenderResult()
+        op.response.Unpack(result)
+        return result
 
     # -- Studio.SubmitPano: both stages of `ldm3d pano` as one operation
     def submit_pano(self, params: GenerateParams, *, model: str = "",
@@ -244,10 +246,8 @@ class StudioClient:
         """Poll a SubmitPano operation until done, calling ``on_step(step, total, elapsed_s)`` while it generates
         and ``on_progress(done, total, message)`` while it renders; the panorama and the ``RenderResult``, or the
         operation's error raised as the typed error."""
-        end = None if timeout is None else time.monotonic() + timeout
         seen = None
-        while True:
-            op = self.get_operation(name)
+        for op in self._polls(self.get_operation, name, "operation", poll_s, timeout):
             meta = studio_pb2.PanoMetadata()
             op.metadata.Unpack(meta)
             now = (meta.stage, meta.progress.step, meta.progress.total, meta.message)
@@ -257,15 +257,9 @@ class StudioClient:
                 elif meta.stage == "render" and on_progress is not None:
                     on_progress(meta.progress.step, meta.progress.total, meta.message)
             seen = now
-            if op.done:
-                if op.HasField("error"):
-                    raise status.from_status_proto(op.error, f"operation {name}")
-                result = studio_pb2.PanoResult()
-                op.response.Unpack(result)
-                return from_result(result.generation), result.render
-            if end is not None and time.monotonic() > end:
-                raise DeadlineExceeded(f"operation {name} was not done within {timeout} s")
-            time.sleep(poll_s)
+        result = studio_pb2.PanoResult()
+        op.response.Unpack(result)
+        return from_result(result.generation), result.render
 
     def close(self) -> None:
         self._channel.close()

@@ -30,13 +30,16 @@ PREFIX = "operations/"
 
 
 class _Op:
+    #: the metadata message: every kind has request_id, state, progress and the two times
+    meta_type = pb.GenerateMetadata
+
     def __init__(self, name: str, request_id: str):
         self.name, self.task = name, None
         self.done_at: float | None = None  # time.monotonic() when it finished
         now = timestamp_pb2.Timestamp()
         now.GetCurrentTime()
-        self.meta = pb.GenerateMetadata(request_id=request_id, state=pb.OPERATION_STATE_QUEUED, create_time=now,
-                                        update_time=now)
+        self.meta = self.meta_type(request_id=request_id, state=pb.OPERATION_STATE_QUEUED, create_time=now,
+                                   update_time=now)
         self.result: pb.GenerateResult | None = None
         self.error = None
 
@@ -157,11 +160,7 @@ class RenderStep(Step):
 class _RenderOp(_Op):
     """An operation whose metadata is a ``RenderMetadata`` (same state/progress/time fields, plus a message)."""
 
-    def __init__(self, name: str, request_id: str):
-        super().__init__(name, request_id)
-        g = self.meta
-        self.meta = renderer_pb2.RenderMetadata(request_id=request_id, state=g.state, create_time=g.create_time,
-                                                update_time=g.update_time)
+    meta_type = renderer_pb2.RenderMetadata
 
     def touch(self, state=None, step: Step | None = None):
         super().touch(state, step)
@@ -179,11 +178,7 @@ class RenderOperations(Operations):
 class _PanoOp(_Op):
     """A ``SubmitPano`` operation: ``PanoMetadata`` (the running stage, its progress and, rendering, the message)."""
 
-    def __init__(self, name: str, request_id: str):
-        super().__init__(name, request_id)
-        g = self.meta
-        self.meta = pb.PanoMetadata(request_id=request_id, state=g.state, create_time=g.create_time,
-                                    update_time=g.update_time)
+    meta_type = pb.PanoMetadata
 
     def touch(self, state=None, step: Step | None = None):
         if step is not None:

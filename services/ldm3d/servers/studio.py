@@ -187,10 +187,7 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
                 job = await _named(self.renderer.job(render), "render.")
                 break
             except ResourceExhausted as exc:
-                wait = exc.retry_after_s or 1.0
-                if time.monotonic() + wait >= call.deadline:
-                    raise
-                await asyncio.sleep(wait)
+                await _retry_after(exc, call)
         async with aclosing(job) as events:
             async for event in events:
                 if isinstance(event, Step):
@@ -279,10 +276,9 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
                         yield event
             except ResourceExhausted as exc:
                 # an accepted operation is not lost to a busy sampler: wait as told, while the deadline allows
-                wait = exc.retry_after_s or 1.0
-                if not patient or time.monotonic() + wait >= call.deadline:
+                if not patient:
                     raise
-                await asyncio.sleep(wait)
+                await _retry_after(exc, call)
         t2 = time.perf_counter()
         # 4. decode to RGB + 16-bit depth (PNG unless raw arrays were asked for)
         images = await down.decode(served, sampled.latents, raw, call)
@@ -298,6 +294,15 @@ class StudioServicer(studio_pb2_grpc.StudioServicer):
                 queued=tensors.duration(sampled.queued_s), text_encoding=tensors.duration(t1 - t0),
                 sampling=tensors.duration(t2 - t1), decoding=tensors.duration(t3 - t2),
                 total=tensors.duration(t3 - t0)))
+
+
+async def _retry_after(exc: ResourceExhausted, call: Call) -> None:
+    """A busy stage refused ``call``: sleep as long as it said (1 s if it did not), or raise ``exc`` if the call's
+    deadline would pass first."""
+    wait = exc.retry_after_s or 1.0
+    if time.monotonic() + wait >= call.deadline:
+        raise exc
+    await asyncio.sleep(wait)
 
 
 async def _named(awaitable, prefix: str):
