@@ -61,7 +61,7 @@ def assemble(run: Path, out: Path) -> tuple[Path, dict[str, Path], Path]:
     """Write the run's full checkpoint into ``out``; return it, the folder each part came from, and the base."""
     from ldm3d.runtime.torch_runtime import resolve_checkpoint
 
-    from .autoencoder import load_vae  # noqa: F401 - same resolution rules as training
+    from .autoencoder import vae_folder
 
     cfg = load_run_config(run)
     final = run / "final"
@@ -75,9 +75,7 @@ def assemble(run: Path, out: Path) -> tuple[Path, dict[str, Path], Path]:
     else:
         parts["unet"] = final / "unet"
         if cfg.vae:
-            v = Path(cfg.vae)
-            parts["vae"] = next((c for c in (v / "final" / "vae", v / "vae", v) if (c / "config.json").is_file()),
-                                v / "vae")
+            parts["vae"] = vae_folder(Path(cfg.vae)) or Path(cfg.vae) / "vae"  # same rules as training
     for name, folder in parts.items():
         if not (folder / "config.json").is_file():
             raise NotFound(f"{folder} (the run's {name}) is missing; publish needs every part of the checkpoint",
