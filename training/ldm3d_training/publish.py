@@ -173,11 +173,12 @@ def publish(run: str | Path, repository: str | Path, promote: bool = False, fp16
     }
     log.info("publishing %s: exporting %s as version %d, keeping %s", run, changed, version, kept)
     modules = load_modules(assembled)
+    assembled_hash = checkpoint_hash(assembled)  # reads every weight file: once, not once per exported model
     exported: list[str] = []
     try:
         for model in changed:
             export_models(modules, root, version=version, models=(model,), fp16=fp16, checkpoint=assembled,
-                          checkpoint_hash=checkpoint_hash(assembled),
+                          checkpoint_hash=assembled_hash,
                           source_extra={"checkpoint": f"training run {run.resolve()} (base {cfg.model})",
                                         "weights_sha256": identities[model], "training": run_info})
             exported.append(model)
