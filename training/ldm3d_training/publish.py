@@ -145,10 +145,11 @@ def publish(run: str | Path, repository: str | Path, promote: bool = False, fp16
             current = read_releases(repo).current_release().models
         except NotFound:
             current = None
-    kept, changed, identities = {}, [], {}
+    kept, changed = {}, []
+    digests = {sub: sha256_file(weights_file(parts[sub])) for sub in set(MODEL_SOURCES.values())}  # vae: once
+    identities = {model: digests[sub] for model, sub in MODEL_SOURCES.items()}
     for model, sub in MODEL_SOURCES.items():
         folder = parts[sub]
-        identities[model] = sha256_file(weights_file(folder))
         from_base = folder == base / sub
         v = _find_version(repo, model, identities[model], base_hash, from_base, precision,
                           (current or {}).get(model)) if existing else None
