@@ -30,16 +30,20 @@ from .losses import LPIPS, NLayerDiscriminator, RGBDAutoencoderLoss
 log = logging.getLogger(__name__)
 
 
+def vae_folder(p: Path) -> Path | None:
+    """The autoencoder folder of a stage-1 run (``final/vae``), a checkpoint (``vae/``) or a ``vae`` folder itself."""
+    return next((c for c in (p / "final" / "vae", p / "vae", p) if (c / "config.json").is_file()), None)
+
+
 def load_vae(source: str | Path, field: str = "model"):
     """An ``AutoencoderKL`` (fp32) from a checkpoint folder (``vae/``), a ``vae`` folder itself, or a stage-1 run."""
     from diffusers import AutoencoderKL
 
     from ldm3d.runtime.torch_runtime import resolve_checkpoint
 
-    p = resolve_checkpoint(source)
-    for cand in (p / "final" / "vae", p / "vae", p):
-        if (cand / "config.json").is_file():
-            return AutoencoderKL.from_pretrained(cand, torch_dtype=torch.float32), cand
+    folder = vae_folder(resolve_checkpoint(source))
+    if folder is not None:
+        return AutoencoderKL.from_pretrained(folder, torch_dtype=torch.float32), folder
     raise NotFound(f"--{field}={str(source)!r} has no autoencoder (looked for final/vae/, vae/ and config.json): give "
                    "a diffusers checkpoint folder or a stage-1 run folder", field=field)
 

@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 
-from ldm3d.errors import LDM3DError
+from ldm3d.cli import run_command
 
 from .config import STAGES
 
@@ -84,9 +84,7 @@ def _prepare(args) -> int:
 
 def _train(args) -> int:
     from . import distributed
-    from .trainer import Trainer
-
-    from .trainer import check_run_folder
+    from .trainer import Trainer, check_run_folder
 
     cfg = STAGES[args.stage].from_sources(args)
     check_run_folder(cfg, args.resume)  # fail fast, before loading models
@@ -143,14 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except LDM3DError as err:
-        print(f"ldm3d-train {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ldm3d-train {args.command}: interrupted (resume with --resume)", file=sys.stderr)
-        return 130
+    return run_command("ldm3d-train", args, interrupted="interrupted (resume with --resume)")
 
 
 def _quiet_libraries() -> None:

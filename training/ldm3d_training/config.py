@@ -14,6 +14,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ldm3d import codec
 from ldm3d.errors import InvalidArgument, NotFound
 
 DEVICES = ("cpu", "cuda", "hpu")
@@ -123,7 +124,7 @@ class TrainConfig:
         return {"stage": self.stage, **dataclasses.asdict(self)}
 
     def save(self, run: Path) -> None:
-        _atomic_write(run / "config.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        codec.write_bytes_atomic(run / "config.json", (json.dumps(self.to_dict(), indent=2) + "\n").encode())
 
     def resolved_precision(self) -> str:
         if self.precision != "auto":
@@ -248,9 +249,3 @@ def _read_config_file(path: Path, names: set[str]) -> dict:
                               f"{', '.join(sorted(names))})", field="config")
     data.pop("stage", None)
     return data
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

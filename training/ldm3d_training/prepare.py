@@ -28,7 +28,6 @@ import io
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -382,6 +381,4 @@ def prepare(input_path: str | Path, out: str | Path, resolution: int, depth_mode
 
 
 def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    codec.write_bytes_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())

@@ -61,7 +61,7 @@ def assemble(run: Path, out: Path) -> tuple[Path, dict[str, Path], Path]:
     """Write the run's full checkpoint into ``out``; return it, the folder each part came from, and the base."""
     from ldm3d.runtime.torch_runtime import resolve_checkpoint
 
-    from .autoencoder import load_vae  # noqa: F401 - same resolution rules as training
+    from .autoencoder import vae_folder
 
     cfg = load_run_config(run)
     final = run / "final"
@@ -75,9 +75,7 @@ def assemble(run: Path, out: Path) -> tuple[Path, dict[str, Path], Path]:
     else:
         parts["unet"] = final / "unet"
         if cfg.vae:
-            v = Path(cfg.vae)
-            parts["vae"] = next((c for c in (v / "final" / "vae", v / "vae", v) if (c / "config.json").is_file()),
-                                v / "vae")
+            parts["vae"] = vae_folder(Path(cfg.vae)) or Path(cfg.vae) / "vae"  # same rules as training
     for name, folder in parts.items():
         if not (folder / "config.json").is_file():
             raise NotFound(f"{folder} (the run's {name}) is missing; publish needs every part of the checkpoint",
@@ -147,10 +145,11 @@ def publish(run: str | Path, repository: str | Path, promote: bool = False, fp16
             current = read_releases(repo).current_release().models
         except NotFound:
             current = None
-    kept, changed, identities = {}, [], {}
+    kept, changed = {}, []
+    digests = {sub: sha256_file(weights_file(parts[sub])) for sub in set(MODEL_SOURCES.values())}  # vae: once
+    identities = {model: digests[sub] for model, sub in MODEL_SOURCES.items()}
     for model, sub in MODEL_SOURCES.items():
         folder = parts[sub]
-        identities[model] = sha256_file(weights_file(folder))
         from_base = folder == base / sub
         v = _find_version(repo, model, identities[model], base_hash, from_base, precision,
                           (current or {}).get(model)) if existing else None
@@ -175,11 +174,12 @@ def publish(run: str | Path, repository: str | Path, promote: bool = False, fp16
     }
     log.info("publishing %s: exporting %s as version %d, keeping %s", run, changed, version, kept)
     modules = load_modules(assembled)
+    assembled_hash = checkpoint_hash(assembled)  # reads every weight file: once, not once per exported model
     exported: list[str] = []
     try:
         for model in changed:
             export_models(modules, root, version=version, models=(model,), fp16=fp16, checkpoint=assembled,
-                          checkpoint_hash=checkpoint_hash(assembled),
+                          checkpoint_hash=assembled_hash,
                           source_extra={"checkpoint": f"training run {run.resolve()} (base {cfg.model})",
                                         "weights_sha256": identities[model], "training": run_info})
             exported.append(model)

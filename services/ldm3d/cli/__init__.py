@@ -58,13 +58,19 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_command("ldm3d", args)
+
+
+def run_command(prog: str, args: argparse.Namespace, interrupted: str = "interrupted") -> int:
+    """Run the parsed subcommand: an error a user can fix (:class:`LDM3DError`) prints one line and exits 2, Ctrl-C
+    prints ``interrupted`` and exits 130. Shared by ``ldm3d`` and ``ldm3d-train``."""
     try:
         return int(args.func(args) or 0)
     except LDM3DError as err:
-        print(f"ldm3d {args.command}: error: {err}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ldm3d {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: {interrupted}", file=sys.stderr)
         return 130
 
 
