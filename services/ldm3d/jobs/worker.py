@@ -306,21 +306,14 @@ class JobWorker:
         except _Lost:
             log.warning("%s: another worker took it over while this one was cut off from Redis: stopped here", name)
             return
-        except Cancelled:
-            meta.state = studio_pb2.OPERATION_STATE_CANCELLED
-            error = Cancelled(f"cancelled by CancelOperation after {time.perf_counter() - t0:.1f} s")
-            self._discard(out_dir, name)  # first: a client that sees the state finds nothing half-made
-            self._finish(name, meta, lease, ttl_ms, error=status_proto(error).SerializeToString())
-            return
-        except TimeLimitExceeded:
+        except (Exception, TimeLimitExceeded) as exc:  # noqa: BLE001 - recorded as the typed error (never retried)
             meta.state = studio_pb2.OPERATION_STATE_FAILED
-            error = DeadlineExceeded(f"the job ran past the worker's --time-limit of {self.cfg.time_limit_s:g} s")
+            if isinstance(exc, Cancelled):
+                meta.state = studio_pb2.OPERATION_STATE_CANCELLED
+                exc = Cancelled(f"cancelled by CancelOperation after {time.perf_counter() - t0:.1f} s")
+            elif isinstance(exc, TimeLimitExceeded):
+                exc = DeadlineExceeded(f"the job ran past the worker's --time-limit of {self.cfg.time_limit_s:g} s")
             self._discard(out_dir, name)  # first: a client that sees the state finds nothing half-made
-            self._finish(name, meta, lease, ttl_ms, error=status_proto(error).SerializeToString())
-            return
-        except Exception as exc:  # noqa: BLE001 - recorded on the operation as the typed error (never retried)
-            meta.state = studio_pb2.OPERATION_STATE_FAILED
-            self._discard(out_dir, name)
             self._finish(name, meta, lease, ttl_ms, error=status_proto(exc).SerializeToString())
             return
         meta.state = studio_pb2.OPERATION_STATE_SUCCEEDED
