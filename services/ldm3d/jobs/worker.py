@@ -249,6 +249,7 @@ class JobWorker:
                 pass  # expired or Redis down: it times out by itself
 
     def _execute(self, kind: str, name: str, rec: dict[str, bytes], lease, keeper: _LeaseKeeper) -> None:
+        from ..wire import tensors
         from ..wire.status import status_proto
 
         meta = TYPES[kind][0].FromString(rec["meta"])
@@ -259,7 +260,7 @@ class JobWorker:
         t0 = time.perf_counter()
 
         def progress(done: int, total: int, message: str = "") -> None:
-            meta.progress.CopyFrom(_progress(done, total, time.perf_counter() - t0))
+            meta.progress.CopyFrom(tensors.progress(done, total, time.perf_counter() - t0))
             if hasattr(meta, "message"):
                 meta.message = message
             meta.update_time.CopyFrom(now())
@@ -413,12 +414,6 @@ class JobWorker:
         except BaseException:
             future.cancel()  # dramatiq's time limit (raised in this thread) or anything else: stop the coroutine
             raise
-
-
-def _progress(done: int, total: int, elapsed_s: float):
-    from ..wire import tensors
-
-    return tensors.progress(done, total, elapsed_s)
 
 
 #: a draining worker that cannot reach Redis gives up after this long (its unacknowledged job is requeued once
