@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..servers.config import OPTIONS, ServeConfig, _positive_float, _positive_int
+from ..servers.config import OPTIONS, ServeConfig, _positive_float, _positive_int, option_value
 
 # options shared with `ldm3d serve` (declared once, in servers/config.py)
 SHARED = ("queue", "repository", "checkpoint", "runtime", "triton_url", "model_name", "intra_op_threads",
@@ -92,19 +92,8 @@ def config(args, env=None):
     from ..jobs.worker import WorkerConfig
 
     env = os.environ if env is None else env
-    values = {}
-    for name, opt in WORKER_OPTIONS.items():
-        raw = getattr(args, name, None)
-        origin = opt.flag
-        if raw is None and env.get(opt.env, ""):
-            raw, origin = env[opt.env], f"{opt.env} (for {opt.flag})"
-        if raw is None:
-            values[name] = opt.default
-            continue
-        try:
-            values[name] = opt.parse(str(raw))
-        except ValueError as exc:
-            raise InvalidArgument(f"{origin}={raw!r} is invalid: {exc}", field=opt.flag) from None
+    values = {name: option_value(opt, getattr(args, name, None), env, opt.default)
+              for name, opt in WORKER_OPTIONS.items()}
     given = {n: getattr(args, n, None) or env.get(OPTIONS[n].env, "") for n in ("queue", "repository", "checkpoint")}
     if not given["queue"]:
         raise InvalidArgument("--queue redis://HOST:PORT/DB is required (or LDM3D_QUEUE)", field="--queue")

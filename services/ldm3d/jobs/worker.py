@@ -249,6 +249,7 @@ class JobWorker:
                 pass  # expired or Redis down: it times out by itself
 
     def _execute(self, kind: str, name: str, rec: dict[str, bytes], lease, keeper: _LeaseKeeper) -> None:
+        from ..wire import tensors
         from ..wire.status import status_proto
 
         meta = TYPES[kind][0].FromString(rec["meta"])
@@ -259,7 +260,7 @@ class JobWorker:
         t0 = time.perf_counter()
 
         def progress(done: int, total: int, message: str = "") -> None:
-            meta.progress.CopyFrom(_progress(done, total, time.perf_counter() - t0))
+            meta.progress.CopyFrom(tensors.progress(done, total, time.perf_counter() - t0))
             if hasattr(meta, "message"):
                 meta.message = message
             meta.update_time.CopyFrom(now())
@@ -306,21 +307,14 @@ class JobWorker:
         except _Lost:
             log.warning("%s: another worker took it over while this one was cut off from Redis: stopped here", name)
             return
-        except Cancelled:
-            meta.state = studio_pb2.OPERATION_STATE_CANCELLED
-            error = Cancelled(f"cancelled by CancelOperation after {time.perf_counter() - t0:.1f} s")
-            self._discard(out_dir, name)  # first: a client that sees the state finds nothing half-made
-            self._finish(name, meta, lease, ttl_ms, error=status_proto(error).SerializeToString())
-            return
-        except TimeLimitExceeded:
+        except (Exception, TimeLimitExceeded) as exc:  # noqa: BLE001 - recorded as the typed error (never retried)
             meta.state = studio_pb2.OPERATION_STATE_FAILED
-            error = DeadlineExceeded(f"the job ran past the worker's --time-limit of {self.cfg.time_limit_s:g} s")
+            if isinstance(exc, Cancelled):
+                meta.state = studio_pb2.OPERATION_STATE_CANCELLED
+                exc = Cancelled(f"cancelled by CancelOperation after {time.perf_counter() - t0:.1f} s")
+            elif isinstance(exc, TimeLimitExceeded):
+                exc = DeadlineExceeded(f"the job ran past the worker's --time-limit of {self.cfg.time_limit_s:g} s")
             self._discard(out_dir, name)  # first: a client that sees the state finds nothing half-made
-            self._finish(name, meta, lease, ttl_ms, error=status_proto(error).SerializeToString())
-            return
-        except Exception as exc:  # noqa: BLE001 - recorded on the operation as the typed error (never retried)
-            meta.state = studio_pb2.OPERATION_STATE_FAILED
-            self._discard(out_dir, name)
             self._finish(name, meta, lease, ttl_ms, error=status_proto(exc).SerializeToString())
             return
         meta.state = studio_pb2.OPERATION_STATE_SUCCEEDED
@@ -420,12 +414,6 @@ class JobWorker:
         except BaseException:
             future.cancel()  # dramatiq's time limit (raised in this thread) or anything else: stop the coroutine
             raise
-
-
-def _progress(done: int, total: int, elapsed_s: float):
-    from ..wire import tensors
-
-    return tensors.progress(done, total, elapsed_s)
 
 
 #: a draining worker that cannot reach Redis gives up after this long (its unacknowledged job is requeued once

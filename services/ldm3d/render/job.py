@@ -337,27 +337,14 @@ def render_job(
                 )
             return render_perspective(pano, cam, (w, h), scene, renderer=spec.renderer)
 
-        counter = iter(range(1, frames + 1))
-        name = f"{path_name(spec.path)}.mp4"
         vsize = (2 * w if spec.stereo else w, h)
         meta = dict(frames=frames, fps=spec.fps, size=vsize, stereo="left-right" if spec.stereo else "mono")
-        if sink.reuse(name, "video/mp4", **meta):
-            sink.skip(frames, f"frame {frames}/{frames}")
-        elif ckpt is not None:
-            _segmented_video(sink, name, cams, render_frame, vsize, spec, None, ckpt / name, "frame", meta)
-        else:
-            sink.video(
-                name,
-                lambda write, p: write(p, map(render_frame, cams), vsize, spec.fps, spec.crf,
-                                       on_frame=lambda: sink.step(f"frame {next(counter)}/{frames}")),
-                **meta,
-            )
+        _video(sink, f"{path_name(spec.path)}.mp4", cams, render_frame, spec, None, ckpt, "frame", meta)
 
     # 4. A 360 video: ODS from each of the path's camera positions (orientation stays world-fixed).
     if spec.video360:
         if scene is None and any(np.linalg.norm(c.position) > 0 for c in cams):
             scene = MeshScene(pano)  # ODS from a moved centre is cast; from the origin it is the scanline still
-        counter360 = iter(range(1, frames + 1))
         at_origin: list[np.ndarray] = []
 
         def render_ods_frame(cam):
@@ -368,21 +355,9 @@ def render_job(
                 at_origin.append(render_ods(pano, eye, spec.ipd))
             return at_origin[0]
 
-        name360 = f"{path_name(spec.path)}_360.mp4"
         meta360 = dict(frames=frames, fps=spec.fps, size=(eye[0], 2 * eye[1]), stereo="top-bottom")
-        if sink.reuse(name360, "video/mp4", **meta360):
-            sink.skip(frames, f"360 frame {frames}/{frames}")
-        elif ckpt is not None:
-            _segmented_video(sink, name360, cams, render_ods_frame, (eye[0], 2 * eye[1]), spec, "top-bottom",
-                             ckpt / name360, "360 frame", meta360)
-        else:
-            sink.video(
-                name360,
-                lambda write, p: write(p, map(render_ods_frame, cams), (eye[0], 2 * eye[1]), spec.fps, spec.crf,
-                                       spherical="top-bottom",
-                                       on_frame=lambda: sink.step(f"360 frame {next(counter360)}/{frames}")),
-                **meta360,
-            )
+        _video(sink, f"{path_name(spec.path)}_360.mp4", cams, render_ods_frame, spec, "top-bottom", ckpt,
+               "360 frame", meta360)
 
     # 5. Meshes (stretched faces left out: a gap at a depth edge, not a smear).
     if spec.meshes:
@@ -396,6 +371,25 @@ def render_job(
                 sink.add("mesh.glb", "model/gltf-binary", glb_bytes(mesh, pano.rgb), faces=len(mesh.faces))
             sink.step(f"mesh {fmt}")
     return RenderResult(sink.artifacts, (pano.width, pano.height), pano.projection)
+
+
+def _video(sink: _Sink, name: str, cams, render, spec: RenderSpec, spherical, ckpt: Path | None, label: str,
+           meta: dict) -> None:
+    """One video of the job, ``render(cam)`` per frame: reused when an earlier run finished it, resumable in
+    segments with a checkpoint folder, else encoded in one go."""
+    frames, size = meta["frames"], meta["size"]
+    if sink.reuse(name, "video/mp4", **meta):
+        sink.skip(frames, f"{label} {frames}/{frames}")
+    elif ckpt is not None:
+        _segmented_video(sink, name, cams, render, size, spec, spherical, ckpt / name, label, meta)
+    else:
+        counter = iter(range(1, frames + 1))
+        sink.video(
+            name,
+            lambda write, p: write(p, map(render, cams), size, spec.fps, spec.crf, spherical=spherical,
+                                   on_frame=lambda: sink.step(f"{label} {next(counter)}/{frames}")),
+            **meta,
+        )
 
 
 #: a resumable video is encoded in segments of this many seconds (see :func:`_segmented_video`), fewer when their

@@ -289,22 +289,32 @@ class ServeConfig:
         env = os.environ if env is None else env
         values: dict[str, Any] = {"service": getattr(args, "service", "all")}
         for name, opt in OPTIONS.items():
-            flag_value = getattr(args, name, None)
-            if flag_value is not None:
-                raw, origin = flag_value, opt.flag
-            elif env.get(opt.env, "") != "":
-                raw, origin = env[opt.env], f"{opt.env} (for {opt.flag})"
-            else:
-                continue  # the field's default
-            try:
-                value = opt.parse(str(raw))
-            except ValueError as exc:
-                raise InvalidArgument(f"{origin}={raw!r} is invalid: {exc}", field=opt.flag) from None
-            if opt.choices and value not in opt.choices:
-                raise InvalidArgument(f"{origin}={raw!r} is invalid: use one of {', '.join(opt.choices)}",
-                                      field=opt.flag)
-            values[name] = value
+            value = option_value(opt, getattr(args, name, None), env)
+            if value is not _UNSET:  # else the field's default
+                values[name] = value
         return cls(**values)
+
+
+_UNSET = object()
+
+
+def option_value(opt, flag_value: Any, env: Mapping[str, str], default: Any = _UNSET) -> Any:
+    """An option's value from its flag > its environment variable > ``default``; errors name the flag.
+
+    ``opt`` needs ``flag``, ``env``, ``parse`` and ``choices`` (shared by ``ldm3d worker``'s own options)."""
+    if flag_value is not None:
+        raw, origin = flag_value, opt.flag
+    elif env.get(opt.env, "") != "":
+        raw, origin = env[opt.env], f"{opt.env} (for {opt.flag})"
+    else:
+        return default
+    try:
+        value = opt.parse(str(raw))
+    except ValueError as exc:
+        raise InvalidArgument(f"{origin}={raw!r} is invalid: {exc}", field=opt.flag) from None
+    if opt.choices and value not in opt.choices:
+        raise InvalidArgument(f"{origin}={raw!r} is invalid: use one of {', '.join(opt.choices)}", field=opt.flag)
+    return value
 
 
 # field name → option, in declaration order
